@@ -1,0 +1,3 @@
+from hat.cli import run
+
+run()

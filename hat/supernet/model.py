@@ -1,0 +1,149 @@
+"""The weight-shared SuperTransformer: one encoder-decoder that contains every SubTransformer."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from hat.errors import HatError
+from hat.modules.layers import DecoderLayer, EncoderLayer
+from hat.modules.positions import SinusoidalPositions
+from hat.modules.transformer import Decoder, Encoder, EncoderDecoder
+from hat.space import SearchSpace, SubTransformerConfig, ende_attn_layers
+from hat.supernet.elastic import ElasticLayerNorm, ElasticLinear
+
+
+def scaled_dropout(dropout: float, active_dim: int, super_dim: int) -> float:
+    """HAT scales dropout with the active width: 0.3 at 640 becomes 0.24 at 512."""
+    return dropout * active_dim / super_dim
+
+
+class ElasticEncoderLayer(EncoderLayer):
+    def set_active(self, embed_dim: int, ffn_dim: int, heads: int, dropout: float) -> None:
+        self.self_attn.num_heads = heads
+        self.self_attn.out_proj.active_out = embed_dim
+        self.fc1.active_out = ffn_dim
+        self.fc2.active_out = embed_dim
+        self.dropout = dropout  # activation and attention dropout are not scaled (as in HAT)
+
+
+class ElasticDecoderLayer(DecoderLayer):
+    def set_active(  # type: ignore[override]
+        self, embed_dim: int, ffn_dim: int, self_heads: int, cross_heads: int, ende_layers: int, dropout: float
+    ) -> None:
+        ElasticEncoderLayer.set_active(self, embed_dim, ffn_dim, self_heads, dropout)  # type: ignore[arg-type]
+        self.encoder_attn.num_heads = cross_heads
+        self.encoder_attn.out_proj.active_out = embed_dim
+        self.ende_layers = ende_layers
+
+
+class ElasticEncoder(Encoder):
+    """Encoder whose first ``num_active_layers`` layers run."""
+
+    num_active_layers: int
+
+    def active_layers(self) -> list[nn.Module]:
+        return list(self.layers[: self.num_active_layers])
+
+
+class ElasticDecoder(Decoder):
+    num_active_layers: int
+
+    def active_layers(self) -> list[nn.Module]:
+        return list(self.layers[: self.num_active_layers])
+
+
+def init_transformer_weights(model: nn.Module, padding_idx: int) -> None:
+    """HAT/fairseq init: Xavier-uniform linears with zero bias, embeddings N(0, d^-0.5), zero pad row."""
+    for module in model.modules():
+        if isinstance(module, nn.Linear):
+            nn.init.xavier_uniform_(module.weight)
+            nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=module.embedding_dim**-0.5)
+            with torch.no_grad():
+                module.weight[padding_idx].zero_()
+
+
+class SuperTransformer(EncoderDecoder):
+    """Weight-shared encoder-decoder over a :class:`SearchSpace`.
+
+    Example:
+        >>> space = SearchSpace.from_yaml("search_spaces/tiny.yaml")
+        >>> model = SuperTransformer(space, src_vocab_size=100, tgt_vocab_size=100)
+        >>> model.set_active_subnet(space.smallest())
+        >>> logits = model(torch.tensor([[5, 6, 2]]), torch.tensor([[2, 7]]))  # (1, 2, 100)
+    """
+
+    def __init__(
+        self,
+        space: SearchSpace,
+        *,
+        src_vocab_size: int,
+        tgt_vocab_size: int,
+        padding_idx: int = 1,
+        dropout: float = 0.3,
+        attention_dropout: float = 0.1,
+        activation_dropout: float = 0.0,
+        max_positions: int = 1024,
+    ) -> None:
+        super().__init__()
+        if space.share_all_embeddings and src_vocab_size != tgt_vocab_size:
+            raise HatError(
+                f"space '{space.name}' shares embeddings, so source and target vocabularies must be one "
+                f"(joined dictionary); got {src_vocab_size} and {tgt_vocab_size}"
+            )
+        self.space = space
+        self.padding_idx = padding_idx
+        self.dropout = dropout
+        self.attention_dropout = attention_dropout
+        self.activation_dropout = activation_dropout
+        self.max_positions = max_positions
+        self.src_vocab_size, self.tgt_vocab_size = src_vocab_size, tgt_vocab_size
+        enc_dim, dec_dim = space.super_encoder_embed_dim, space.super_decoder_embed_dim
+        positions = SinusoidalPositions(space.super_embed_dim, padding_idx, max_positions)
+        if space.share_all_embeddings:
+            encoder_table = decoder_table = nn.Embedding(src_vocab_size, space.super_embed_dim, padding_idx)
+        else:
+            encoder_table = nn.Embedding(src_vocab_size, enc_dim, padding_idx)
+            decoder_table = nn.Embedding(tgt_vocab_size, dec_dim, padding_idx)
+        elastic = dict(linear=ElasticLinear, layer_norm=ElasticLayerNorm)
+        encoder_layers = [
+            ElasticEncoderLayer(
+                enc_dim, max(space.encoder["ffn_dim"]), max(space.encoder["heads"]), space.qkv_dim,
+                dropout, attention_dropout, activation_dropout, **elastic,
+            )
+            for _ in range(space.max_encoder_layers)
+        ]
+        decoder_layers = [
+            ElasticDecoderLayer(
+                dec_dim, enc_dim, max(space.decoder["ffn_dim"]), max(space.decoder["self_heads"]),
+                max(space.decoder["cross_heads"]), 1, space.qkv_dim,
+                dropout, attention_dropout, activation_dropout, **elastic,
+            )
+            for _ in range(space.max_decoder_layers)
+        ]
+        self.encoder = ElasticEncoder(encoder_table, enc_dim, encoder_layers, positions, padding_idx, dropout)
+        self.decoder = ElasticDecoder(decoder_table, dec_dim, decoder_layers, positions, padding_idx, dropout)
+        init_transformer_weights(self, padding_idx)
+        self.active_config: SubTransformerConfig | None = None
+        self.set_active_subnet(space.largest())
+
+    def set_active_subnet(self, config: SubTransformerConfig) -> None:
+        """Activate one SubTransformer: every elastic width, head count and depth, in one call."""
+        self.space.validate(config)
+        space = self.space
+        enc_dropout = scaled_dropout(self.dropout, config.encoder_embed_dim, space.super_encoder_embed_dim)
+        dec_dropout = scaled_dropout(self.dropout, config.decoder_embed_dim, space.super_decoder_embed_dim)
+        self.encoder.embed_dim, self.encoder.dropout = config.encoder_embed_dim, enc_dropout
+        self.encoder.num_active_layers = config.encoder_layers
+        for layer, ffn, heads in zip(self.encoder.layers, config.encoder_ffn_dims, config.encoder_heads):
+            layer.set_active(config.encoder_embed_dim, ffn, heads, enc_dropout)
+        self.decoder.embed_dim, self.decoder.dropout = config.decoder_embed_dim, dec_dropout
+        self.decoder.num_active_layers = config.decoder_layers
+        per_layer = zip(
+            self.decoder.layers, config.decoder_ffn_dims, config.decoder_self_heads,
+            config.decoder_cross_heads, config.decoder_ende_attn,
+        )
+        for layer, ffn, self_heads, cross_heads, ende in per_layer:
+            layer.set_active(config.decoder_embed_dim, ffn, self_heads, cross_heads, ende_attn_layers(ende), dec_dropout)
+        self.active_config = config

@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from hat.space import SearchSpace
+
+ROOT = Path(__file__).resolve().parents[1]
+SPACES = ROOT / "search_spaces"
+
+
+def write_space(tmp_path: Path, text: str, name: str = "space.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+# A small space with separate embeddings and different encoder/decoder widths, and one with an
+# elastic encoder depth: both exercise paths the tiny space does not.
+UNSHARED_SPACE = """
+name: unshared_test
+qkv_dim: 16
+share_all_embeddings: false
+encoder: {embed_dim: [24, 16], layers: [3], ffn_dim: [32, 16], heads: [4, 2]}
+decoder: {embed_dim: [20, 12], layers: [1, 2, 3], ffn_dim: [40, 8], self_heads: [4, 2], cross_heads: [4, 2], ende_attn: [-1, 1, 2]}
+"""
+
+ELASTIC_ENCODER_SPACE = """
+name: elastic_encoder_test
+qkv_dim: 16
+share_all_embeddings: true
+encoder: {embed_dim: [16, 12], layers: [2, 3, 4], ffn_dim: [32, 16], heads: [2, 1]}
+decoder: {embed_dim: [16, 8], layers: [1, 2], ffn_dim: [32, 16], self_heads: [2, 1], cross_heads: [2, 1], ende_attn: [-1, 1]}
+"""
+
+
+@pytest.fixture
+def tiny_space() -> SearchSpace:
+    return SearchSpace.from_yaml(SPACES / "tiny.yaml")
+
+
+@pytest.fixture
+def wmt_space() -> SearchSpace:
+    return SearchSpace.from_yaml(SPACES / "wmt14_en_de.yaml")
+
+
+@pytest.fixture
+def unshared_space(tmp_path: Path) -> SearchSpace:
+    return SearchSpace.from_yaml(write_space(tmp_path, UNSHARED_SPACE))
+
+
+@pytest.fixture
+def elastic_encoder_space(tmp_path: Path) -> SearchSpace:
+    return SearchSpace.from_yaml(write_space(tmp_path, ELASTIC_ENCODER_SPACE))

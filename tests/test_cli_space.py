@@ -1,0 +1,75 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from hat.cli import main
+from tests.conftest import ROOT, SPACES
+
+HAT_CONFIG = ROOT / "tests" / "data" / "HAT_wmt14ende_xeon_137.9ms.yml"
+
+
+def test_space_show_json(capsys):
+    assert main(["space", "show", str(SPACES / "wmt14_en_de.yaml"), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["size"] == 417_846_678_672_384 and data["decoder"]["layers"] == [1, 2, 3, 4, 5, 6]
+
+
+def test_space_sample_is_deterministic_and_valid(capsys, tmp_path):
+    args = ["space", "sample", str(SPACES / "tiny.yaml"), "--n", "3", "--seed", "5"]
+    assert main(args) == 0
+    first = capsys.readouterr().out
+    assert main(args) == 0
+    assert capsys.readouterr().out == first
+    docs = list(yaml.safe_load_all(first))
+    assert len(docs) == 3 and all(d["space"] == "tiny" for d in docs)
+    assert main(args + ["--out", str(tmp_path)]) == 0
+    files = sorted(tmp_path.glob("*.yaml"))
+    assert len(files) == 3
+    assert main(["space", "check", str(SPACES / "tiny.yaml"), str(files[0])]) == 0
+
+
+def test_space_check_hat_config_with_counts(capsys):
+    args = ["space", "check", str(SPACES / "wmt14_en_de.yaml"), str(HAT_CONFIG), "--src-vocab", "32768", "--json"]
+    assert main(args) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["valid"] and data["parameters"] - data["parameters_without_embeddings"] == 32768 * 512
+
+
+@pytest.mark.parametrize(
+    "config_text, message",
+    [
+        (None, "config file not found"),
+        ("encoder_embed_dim: [", "malformed YAML"),
+        ("encoder_embed_dim: 512\nfoo: 1\n", "unknown config key(s): foo"),
+    ],
+)
+def test_space_check_bad_input_is_one_line_exit_2(tmp_path, config_text, message):
+    config = tmp_path / "c.yaml"
+    if config_text is not None:
+        config.write_text(config_text)
+    proc = subprocess.run(
+        [sys.executable, "-m", "hat", "space", "check", str(SPACES / "tiny.yaml"), str(config)],
+        capture_output=True, text=True, cwd=ROOT,
+    )
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("hat: error: ") and message in lines[0]
+    assert str(config) in lines[0] and "Traceback" not in proc.stderr
+
+
+def test_space_check_config_outside_space(tmp_path, capsys):
+    config = tmp_path / "c.yaml"
+    config.write_text(HAT_CONFIG.read_text())
+    assert main(["space", "check", str(SPACES / "tiny.yaml"), str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "encoder_embed_dim = 512 is not in space 'tiny' (allowed: 64, 48)" in err and str(config) in err
+
+
+def test_core_does_not_import_fairseq():
+    code = "import sys, hat, hat.cli; hat.cli.build_parser(); assert 'fairseq' not in sys.modules, 'fairseq imported'"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
