@@ -43,6 +43,9 @@ class SinusoidalPositions(nn.Module):
         num = max_positions + padding_idx + 1
         self.register_buffer("table", sinusoidal_table(num, base_dim, padding_idx), persistent=False)
 
-    def forward(self, tokens: torch.Tensor, dim: int) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor, dim: int, last_only: bool = False) -> torch.Tensor:
+        """``(B, T, dim)``, or ``(B, 1, dim)`` for the newest token only (incremental decoding)."""
         positions = make_positions(tokens, self.padding_idx)  # (B, T)
-        return self.table[:, :dim][positions]  # (B, T, dim)
+        if last_only:
+            positions = positions[:, -1:]
+        return self.table[:, :dim][positions]

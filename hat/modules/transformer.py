@@ -72,9 +72,11 @@ class Encoder(nn.Module):
     def active_layers(self) -> list[nn.Module]:
         return list(self.layers)
 
-    def embed(self, tokens: torch.Tensor, dim: int) -> torch.Tensor:
+    def embed(self, tokens: torch.Tensor, dim: int, last_only: bool = False) -> torch.Tensor:
+        """Scaled token embeddings plus positions; ``last_only`` embeds just the newest token."""
         weight = self.embed_tokens.weight[:, :dim]
-        x = math.sqrt(dim) * F.embedding(tokens, weight) + self.positions(tokens, dim)
+        newest = tokens[:, -1:] if last_only else tokens
+        x = math.sqrt(dim) * F.embedding(newest, weight) + self.positions(tokens, dim, last_only)
         return F.dropout(x, self.dropout, self.training)
 
     def forward(self, src_tokens: torch.Tensor) -> EncoderOut:
@@ -97,13 +99,10 @@ class Decoder(Encoder):
         incremental_state: IncrementalState | None = None,
     ) -> torch.Tensor:
         """Hidden states (B, T, C); with ``incremental_state`` only the newest step (B, 1, C)."""
-        x = self.embed(prev_output_tokens, self.embed_dim)
-        self_padding_mask = None
-        if incremental_state is None:
-            self_padding_mask = padding_mask_of(prev_output_tokens, self.padding_idx)
-        else:
-            # Positions count the whole prefix, so embed all of it and keep the newest step.
-            x = x[:, -1:]
+        incremental = incremental_state is not None
+        # Positions count the whole prefix; incrementally only the newest token is embedded.
+        x = self.embed(prev_output_tokens, self.embed_dim, last_only=incremental)
+        self_padding_mask = None if incremental else padding_mask_of(prev_output_tokens, self.padding_idx)
         memories: dict[int, tuple[torch.Tensor, torch.Tensor | None]] = {}
         for index, layer in enumerate(self.active_layers()):
             cache = None if incremental_state is None else incremental_state.setdefault(f"hat_decoder.{index}", {})

@@ -1,0 +1,177 @@
+"""``hat profile`` and ``hat predictor fit|eval|predict``."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+from hat.errors import HatError
+
+log = logging.getLogger("hat.profile")
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    profile = commands.add_parser("profile", help="measure latency tables and an end-to-end dataset on this device")
+    profile.add_argument("--space", type=Path, required=True)
+    profile.add_argument("--device", help="device name (default: from the CPU/GPU model and threads)")
+    profile.add_argument("--backend", choices=["torch", "cuda"], default="torch")
+    profile.add_argument("--threads", type=int, default=1, help="intra-op threads (fixed during measurement)")
+    profile.add_argument("--samples", type=int, default=200, help="end-to-end SubTransformers to measure")
+    profile.add_argument("--test-samples", type=int, default=0, help="further SubTransformers measured into test.csv")
+    profile.add_argument("--src-len", type=int, default=30)
+    profile.add_argument("--beam", type=int, default=5)
+    profile.add_argument("--vocab", type=int, default=32768)
+    profile.add_argument("--warmup", type=int, default=5)
+    profile.add_argument("--runs", type=int, default=20)
+    profile.add_argument("--seed", type=int, default=0)
+    profile.add_argument("--chunk-size", type=int, default=8, help="workloads measured interleaved per chunk")
+    profile.add_argument("--no-tables", action="store_true", help="skip the per-layer tables")
+    profile.add_argument("--ray-address", help="Ray cluster to send measurements to (e.g. 10.0.0.5:6379)")
+    profile.add_argument("--ray-resource", help="custom resource the target node advertises (e.g. rpi4)")
+    profile.add_argument("--out", type=Path, help="output folder (default: latency_tables/DEVICE/)")
+    profile.set_defaults(handler=cmd_profile)
+
+    predictor = commands.add_parser("predictor", help="fit, evaluate and query latency predictors")
+    sub = predictor.add_subparsers(dest="predictor_command", required=True, metavar="ACTION")
+    fit = sub.add_parser("fit", help="fit a predictor on a latency dataset")
+    fit.add_argument("--data", type=Path, required=True, help="dataset CSV (ours, or HAT's with --format hat)")
+    fit.add_argument("--tables", type=Path, help="tables.json or the folder holding it")
+    fit.add_argument("--format", choices=["auto", "hat", "hat-latency"], default="auto")
+    fit.add_argument("--model", choices=["auto", "table", "linear", "mlp"], default="auto",
+                     help="auto: the best on a held-out 20%% of the data")
+    fit.add_argument("--seed", type=int, default=0)
+    fit.add_argument("--out", type=Path, required=True)
+    fit.add_argument("--json", action="store_true")
+    fit.set_defaults(handler=cmd_fit)
+
+    ev = sub.add_parser("eval", help="accuracy of a predictor on a dataset")
+    ev.add_argument("--predictor", type=Path, required=True)
+    ev.add_argument("--data", type=Path, required=True)
+    ev.add_argument("--format", choices=["auto", "hat", "hat-latency"], default="auto")
+    ev.add_argument("--plot", type=Path, help="write a predicted-vs-measured PNG")
+    ev.add_argument("--json", action="store_true")
+    ev.set_defaults(handler=cmd_eval)
+
+    pr = sub.add_parser("predict", help="predicted latency of one config")
+    pr.add_argument("--predictor", type=Path, required=True)
+    pr.add_argument("--config", type=Path, required=True, nargs="+")
+    pr.add_argument("--json", action="store_true")
+    pr.set_defaults(handler=cmd_predict)
+
+
+def cmd_profile(args: argparse.Namespace) -> int:
+    from hat.latency.collector import LatencyCollector, ray_runner, reference_noise
+    from hat.latency.protocol import Protocol, default_device_name
+    from hat.space import SearchSpace
+
+    space = SearchSpace.from_yaml(args.space)
+    if bool(args.ray_address) != bool(args.ray_resource):
+        raise HatError("--ray-address and --ray-resource go together")
+    if args.samples < 0 or args.test_samples < 0:
+        raise HatError("--samples and --test-samples must be >= 0")
+    protocol = Protocol(src_len=args.src_len, beam=args.beam, vocab=args.vocab, warmup=args.warmup,
+                        runs=args.runs, threads=args.threads, seed=args.seed)
+    runner = ray_runner(args.ray_address, args.ray_resource) if args.ray_address else None
+    if runner is None and args.backend == "cuda":
+        from hat.latency.timers import CudaTimer
+
+        CudaTimer()  # fails with a clear message when there is no GPU
+    device = args.device or (args.ray_resource if runner else default_device_name(args.backend, args.threads))
+    out = args.out or Path("latency_tables") / device / space.name
+    collector = LatencyCollector(space, protocol, out, backend=args.backend, runner=runner, chunk_size=args.chunk_size)
+    if not args.no_tables:
+        collector.collect_tables()
+    if args.samples:
+        collector.collect_dataset(args.samples, seed=args.seed)
+    if args.test_samples:
+        train_ids = {c.archid for c in collector.sample_configs(args.samples, args.seed)}
+        test = [c for c in collector.sample_configs(args.samples + args.test_samples * 2, args.seed + 1)
+                if c.archid not in train_ids][: args.test_samples]
+        collector.collect_dataset(len(test), configs=test, file_name="test.csv")
+    noise = reference_noise(out)
+    if noise:
+        log.info("reference model (%s) over %d chunks: %.3f ms ± %.3f (CV %.2f%%, max/min %.3f)",
+                 space.smallest().archid, noise["chunks"], noise["mean_ms"], noise["std_ms"],
+                 100 * noise["cv"], noise["max_over_min"])
+    print(out)
+    return 0
+
+
+def _tables(path: Path | None):
+    from hat.latency.tables import LatencyTables
+
+    if path is None:
+        return None
+    return LatencyTables.load(path / "tables.json" if path.is_dir() else path)
+
+
+def _print_metrics(name: str, m: dict) -> None:
+    print(f"{name}: n={m['n']} RMSE {m['rmse_ms']:.3f} ms | MAPE {m['mape_pct']:.2f}% | "
+          f"within ±5% {100 * m['within_5pct']:.1f}% | within ±10% {100 * m['within_10pct']:.1f}% | "
+          f"Kendall tau {m['kendall_tau']:.3f}")
+
+
+def cmd_fit(args: argparse.Namespace) -> int:
+    from hat.latency.dataset import LatencyDataset
+    from hat.latency.predictor import LatencyPredictor, fit_auto
+
+    data = LatencyDataset.load(args.data, args.format)
+    tables = _tables(args.tables)
+    if tables is not None and data.meta.get("space_fingerprint") not in (None, tables.space_fingerprint):
+        raise HatError(f"tables were measured for space '{tables.space_name}', the dataset for '{data.meta.get('space')}'", args.tables)
+    if tables is not None and data.meta.get("protocol") not in (None, tables.protocol):
+        raise HatError("tables and dataset were measured with different protocols (src-len/beam/vocab)", args.tables)
+    if len(data) < 10:
+        raise HatError(f"needs at least 10 rows to fit, got {len(data)}", args.data)
+    if args.model == "auto":
+        predictor, scores = fit_auto(data, tables, seed=args.seed)
+    else:
+        predictor = LatencyPredictor(args.model, tables=tables if data.configs is not None else None).fit(data, seed=args.seed)
+        scores = {}
+    predictor.save(args.out)
+    if args.json:
+        print(json.dumps({"model": predictor.kind, "held_out": scores, "train": predictor.info["train"], "out": str(args.out)}, indent=2))
+    else:
+        for kind, m in scores.items():
+            _print_metrics(f"held-out 20% {kind}", m)
+        print(f"chose '{predictor.kind}', refitted on all {len(data)} rows -> {args.out}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from hat.latency.dataset import LatencyDataset
+    from hat.latency.predictor import LatencyPredictor, metrics
+
+    predictor = LatencyPredictor.load(args.predictor)
+    data = LatencyDataset.load(args.data, args.format)
+    fingerprint = data.meta.get("space_fingerprint")
+    if fingerprint and predictor.info.get("space_fingerprint") not in (None, fingerprint):
+        raise HatError(f"dataset is for space '{data.meta.get('space')}', predictor for '{predictor.info.get('space')}'", args.data)
+    predicted = predictor.predict_dataset(data)
+    m = metrics(predicted, data.total_ms)
+    if args.plot:
+        from hat.plots import predicted_vs_measured
+
+        predicted_vs_measured(predicted, data.total_ms, args.plot, f"{predictor.kind} predictor on {args.data.name}")
+    if args.json:
+        print(json.dumps(m, indent=2))
+    else:
+        _print_metrics(f"{predictor.kind} on {args.data}", m)
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from hat.latency.predictor import LatencyPredictor
+    from hat.space import SubTransformerConfig
+
+    predictor = LatencyPredictor.load(args.predictor)
+    configs = [SubTransformerConfig.from_yaml(path) for path in args.config]
+    predicted = predictor.predict(configs)
+    results = [{"config": str(p), "archid": c.archid, "latency_ms": float(ms)} for p, c, ms in zip(args.config, configs, predicted)]
+    if args.json:
+        print(json.dumps(results if len(results) > 1 else results[0], indent=2))
+    else:
+        for r in results:
+            print(f"{r['config']}: {r['latency_ms']:.2f} ms")
+    return 0

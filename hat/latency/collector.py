@@ -1,0 +1,285 @@
+"""The latency collector: per-layer tables and end-to-end datasets, measured here or on a Ray node.
+
+Measurements happen in chunks. Inside a chunk, every workload is warmed up, then timed once per
+round for ``protocol.runs`` rounds in a rotating order (interleaved), so slow drift of a shared
+machine spreads over all workloads instead of biasing some. A fixed reference model is timed in
+every chunk; its spread across the run is the measurement noise we report. After every chunk the
+results are written atomically, so a killed run resumes without re-measuring finished work.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import random
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from hat.errors import HatError
+from hat.io import atomic_write_text
+from hat.latency.dataset import COLUMNS, LatencyDataset, write_dataset
+from hat.latency.features import HAT_FEATURES, hat_features
+from hat.latency.protocol import Protocol, TimingStats, device_info
+from hat.latency.tables import LatencyTables, table_entries
+from hat.space import SearchSpace, SubTransformerConfig
+
+log = logging.getLogger(__name__)
+
+Item = dict[str, Any]  # {"kind": ..., "args": [...]} or {"kind": "model", "config": {...}}
+Result = dict[str, Any]  # {"encoder": stats dict or None, "decoder": stats dict or None}
+Runner = Callable[[dict, dict, str, list[Item]], list[Result]]
+
+TABLES_FILE, DATASET_FILE, REFERENCE_FILE = "tables.json", "dataset.csv", "reference.csv"
+
+
+def measure_items(space_dict: dict, protocol_dict: dict, backend: str, items: list[Item]) -> list[Result]:
+    """Measure ``items`` interleaved (runs wherever it is called: here, or on a Ray node).
+
+    Takes and returns plain data so it can travel to a remote device that has only torch installed.
+    """
+    import torch
+
+    from hat.latency import workloads as wl
+    from hat.latency.timers import make_timer
+
+    space, protocol = SearchSpace.from_dict(space_dict), Protocol(**protocol_dict)
+    timer = make_timer(backend)
+    torch.set_num_threads(protocol.threads)
+    parts: list[list[Callable[[], object] | None]] = []
+    for item in items:
+        kind, args = item["kind"], item.get("args", [])
+        if kind == "model":
+            config = SubTransformerConfig.from_dict(item["config"])
+            work = wl.model_workload(wl.build_model(space, config, protocol, timer.device), protocol, timer.device)
+            parts.append([work.encoder, work.decoder])
+        elif kind == "encoder_layer":
+            parts.append([wl.encoder_layer_workload(space, *args, protocol, timer.device), None])
+        elif kind == "decoder_layer":
+            parts.append([None, wl.decoder_layer_workload(space, *args, protocol, timer.device)])
+        elif kind == "encoder_embedding":
+            parts.append([wl.embedding_workloads(space, args[0], min(space.decoder["embed_dim"]), protocol, timer.device).encoder, None])
+        elif kind == "decoder_embedding_output":
+            parts.append([None, wl.embedding_workloads(space, min(space.encoder["embed_dim"]), args[0], protocol, timer.device).decoder])
+        else:
+            raise HatError(f"unknown measurement kind '{kind}'")
+    for fns in parts:
+        for _ in range(protocol.warmup):
+            for fn in fns:
+                if fn is not None:
+                    fn()
+    samples: list[list[list[float]]] = [[[], []] for _ in items]
+    order = list(range(len(items)))
+    for round_index in range(protocol.runs):
+        shift = round_index % len(order)
+        for i in order[shift:] + order[:shift]:
+            for part, fn in enumerate(parts[i]):
+                if fn is not None:
+                    samples[i][part].append(timer.time_ms(fn))
+    results = []
+    for per_part in samples:
+        stats = [TimingStats.of(s, protocol.trim).__dict__ if s else None for s in per_part]
+        results.append({"encoder": stats[0], "decoder": stats[1]})
+    return results
+
+
+def local_runner() -> Runner:
+    return measure_items
+
+
+def ray_runner(address: str, resource: str) -> Runner:
+    """Send each chunk to the node advertising ``resource`` (one at a time) and wait for it."""
+    try:
+        import ray
+    except ImportError:
+        raise HatError("--ray-address needs Ray: pip install 'hat-nas[ray]'") from None
+    ray.init(address=address, ignore_reinit_error=True, log_to_driver=False, logging_level=logging.WARNING)
+    available = ray.cluster_resources()
+    if resource not in available:
+        custom = sorted(k for k in available if k not in ("CPU", "GPU", "memory", "object_store_memory") and not k.startswith("node:"))
+        raise HatError(
+            f"no node of the Ray cluster at {address} advertises resource '{resource}' "
+            f"(custom resources seen: {', '.join(custom) or 'none'})"
+        )
+    remote = ray.remote(num_cpus=0, resources={resource: 1}, max_retries=2)(measure_items)
+
+    def run(space_dict: dict, protocol_dict: dict, backend: str, items: list[Item]) -> list[Result]:
+        return ray.get(remote.remote(space_dict, protocol_dict, backend, items))
+
+    return run
+
+
+class LatencyCollector:
+    """Measure latency tables and end-to-end datasets for one space on one device.
+
+    Example:
+        >>> collector = LatencyCollector(space, Protocol(threads=2), out_dir="latency_tables/mycpu")
+        >>> tables = collector.collect_tables()
+        >>> dataset = collector.collect_dataset(samples=200, seed=0)
+    """
+
+    def __init__(
+        self,
+        space: SearchSpace,
+        protocol: Protocol,
+        out_dir: str | Path,
+        *,
+        backend: str = "torch",
+        runner: Runner | None = None,
+        chunk_size: int = 8,
+        progress: bool = True,
+    ) -> None:
+        if chunk_size < 1:
+            raise HatError(f"chunk size must be at least 1, got {chunk_size}")
+        self.space, self.protocol, self.backend = space, protocol, backend
+        self.out_dir = Path(out_dir)
+        self.runner = runner or local_runner()
+        self.chunk_size = chunk_size
+        self.progress = progress
+        self.reference = space.smallest()
+        self._device: dict | None = None
+
+    # ---- shared plumbing ------------------------------------------------------------------
+    def _meta(self) -> dict[str, Any]:
+        if self._device is None:
+            self._device = device_info(self.backend, self.protocol.threads)
+        return {
+            "format": "hat-latency-v1",
+            "space": self.space.name,
+            "space_fingerprint": self.space.fingerprint,
+            "protocol": self.protocol.to_dict(),
+            "device": self._device,
+        }
+
+    def _check_existing(self, meta: dict[str, Any], path: Path) -> None:
+        """Resuming into a file measured with another space or protocol would mix incomparable rows."""
+        if meta.get("space_fingerprint") != self.space.fingerprint:
+            raise HatError(f"existing file was measured for space '{meta.get('space')}', not '{self.space.name}'", path)
+        if meta.get("protocol") != self.protocol.to_dict():
+            raise HatError("existing file was measured with another protocol (src-len/beam/vocab/runs/threads); use a new --out", path)
+
+    def _measure(self, items: list[Item]) -> tuple[list[Result], Result]:
+        reference = {"kind": "model", "config": self.reference.to_dict(include_space=False)}
+        results = self.runner(self.space.to_dict(), self.protocol.to_dict(), self.backend, items + [reference])
+        return results[:-1], results[-1]
+
+    def _record_reference(self, stage: str, result: Result) -> None:
+        path = self.out_dir / REFERENCE_FILE
+        rows = list(csv.DictReader(io.StringIO(path.read_text()))) if path.is_file() else []
+        rows.append({
+            "stage": stage, "index": len(rows),
+            "encoder_ms": f"{result['encoder']['mean']:.4f}", "decoder_ms": f"{result['decoder']['mean']:.4f}",
+        })
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=["stage", "index", "encoder_ms", "decoder_ms"], lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        atomic_write_text(path, out.getvalue())
+        totals = [float(r["encoder_ms"]) + float(r["decoder_ms"]) for r in rows]
+        if len(totals) > 1 and abs(totals[-1] - totals[0]) / totals[0] > 0.1:
+            log.warning("reference model drifted %.1f%% since the first chunk (%.2f -> %.2f ms): the machine is "
+                        "not steady", 100 * (totals[-1] - totals[0]) / totals[0], totals[0], totals[-1])
+
+    def _chunks(self, items: Sequence, desc: str):
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(items), desc=desc, unit="meas", disable=not self.progress)
+        for start in range(0, len(items), self.chunk_size):
+            chunk = items[start : start + self.chunk_size]
+            yield chunk
+            bar.update(len(chunk))
+        bar.close()
+
+    # ---- tables -----------------------------------------------------------------------------
+    def collect_tables(self) -> LatencyTables:
+        """Measure every distinct layer/embedding of the space (skips entries already in the file)."""
+        path = self.out_dir / TABLES_FILE
+        meta = self._meta()
+        if path.is_file():
+            tables = LatencyTables.load(path)
+            tables.check_space(self.space, path)
+            if tables.protocol != self.protocol.to_dict():
+                raise HatError("existing tables were measured with another protocol; use a new --out", path)
+        else:
+            tables = LatencyTables(self.space.name, self.space.fingerprint, meta["protocol"], meta["device"])
+        todo = [
+            (table, key, args)
+            for table, entries in table_entries(self.space).items()
+            for key, args in entries
+            if key not in tables.tables.get(table, {})
+        ]
+        log.info("latency tables: %d entries to measure (%d already done)", len(todo),
+                 sum(len(v) for v in tables.tables.values()))
+        for chunk in self._chunks(todo, "tables"):
+            results, reference = self._measure([{"kind": t, "args": list(a)} for t, _, a in chunk])
+            for (table, key, _), result in zip(chunk, results):
+                tables.tables.setdefault(table, {})[key] = result["encoder"] or result["decoder"]
+            tables.save(path)
+            self._record_reference("tables", reference)
+        return tables
+
+    # ---- end-to-end dataset -------------------------------------------------------------------
+    def sample_configs(self, samples: int, seed: int) -> list[SubTransformerConfig]:
+        """``samples`` distinct configs drawn with HAT's sampling (deterministic in ``seed``)."""
+        rng, seen, configs = random.Random(seed), set(), []
+        limit = samples * 100
+        while len(configs) < samples and limit:
+            config = self.space.sample(rng=rng)
+            limit -= 1
+            if config.archid not in seen:
+                seen.add(config.archid)
+                configs.append(config)
+        return configs
+
+    def collect_dataset(
+        self, samples: int, seed: int = 0, configs: Sequence[SubTransformerConfig] | None = None,
+        file_name: str = DATASET_FILE,
+    ) -> LatencyDataset:
+        """Measure ``samples`` sampled SubTransformers whole (or the given ``configs``); resumable."""
+        path = self.out_dir / file_name
+        meta = self._meta()
+        rows: list[dict[str, Any]] = []
+        if path.is_file():
+            existing = LatencyDataset.load(path, fmt="hat-latency")
+            self._check_existing(existing.meta, path)
+            meta, rows = existing.meta, existing.rows
+        done = {row["archid"] for row in rows}
+        wanted = list(configs) if configs is not None else self.sample_configs(samples, seed)
+        todo = [c for c in wanted if c.archid not in done]
+        log.info("end-to-end dataset: %d configs to measure (%d already in %s)", len(todo), len(done), path)
+        for chunk in self._chunks(todo, "models"):
+            results, reference = self._measure([{"kind": "model", "config": c.to_dict(include_space=False)} for c in chunk])
+            for config, result in zip(chunk, results):
+                rows.append(dataset_row(config, result, self.protocol.runs))
+            write_dataset(path, meta, rows)
+            self._record_reference("dataset", reference)
+        return LatencyDataset.load(path, fmt="hat-latency")
+
+
+def dataset_row(config: SubTransformerConfig, result: Result, runs: int) -> dict[str, Any]:
+    row: dict[str, Any] = {"archid": config.archid, "config": config.to_json()}
+    row.update(zip(HAT_FEATURES, (f"{v:g}" for v in hat_features(config))))
+    for part in ("encoder", "decoder"):
+        stats = result[part]
+        row[f"latency_mean_{part}"] = f"{stats['mean']:.4f}"
+        row[f"latency_std_{part}"] = f"{stats['std']:.4f}"
+        row[f"latency_median_{part}"] = f"{stats['median']:.4f}"
+        row[f"latency_iqr_{part}"] = f"{stats['iqr']:.4f}"
+    row["runs"] = runs
+    assert set(row) == set(COLUMNS)
+    return row
+
+
+def reference_noise(out_dir: str | Path) -> dict[str, float] | None:
+    """Spread of the reference model's total latency across chunks: mean, std, CV, max/min."""
+    path = Path(out_dir) / REFERENCE_FILE
+    if not path.is_file():
+        return None
+    totals = np.array([float(r["encoder_ms"]) + float(r["decoder_ms"]) for r in csv.DictReader(path.open())])
+    if len(totals) == 0:
+        return None
+    return {
+        "chunks": int(len(totals)), "mean_ms": float(totals.mean()), "std_ms": float(totals.std()),
+        "cv": float(totals.std() / totals.mean()), "max_over_min": float(totals.max() / totals.min()),
+    }

@@ -1,0 +1,136 @@
+"""What gets timed: a whole SubTransformer, or one layer at the protocol's shapes.
+
+Each workload is a pair of zero-argument callables (encoder part, decoder part) that run the
+computation once. Inputs are random token ids from a seeded generator (not a constant token).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from hat.latency.protocol import Protocol
+from hat.modules import DecoderLayer, EncoderLayer
+from hat.space import SearchSpace, SubTransformerConfig, ende_attn_layers
+from hat.subtransformer import ModelDims, SubTransformer
+
+PAD, EOS = 1, 2
+
+
+@dataclass
+class Workload:
+    """Zero-argument callables that each run their part once."""
+
+    encoder: Callable[[], object]
+    decoder: Callable[[], object]
+
+
+def model_dims(space: SearchSpace, protocol: Protocol) -> ModelDims:
+    return ModelDims(
+        src_vocab_size=protocol.vocab,
+        tgt_vocab_size=protocol.vocab,
+        qkv_dim=space.qkv_dim,
+        share_all_embeddings=space.share_all_embeddings,
+        position_base_dim=space.super_embed_dim,
+    )
+
+
+def _tokens(protocol: Protocol, rows: int, length: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(protocol.seed)
+    return torch.randint(EOS + 1, protocol.vocab, (rows, length), generator=g)
+
+
+def build_model(space: SearchSpace, config: SubTransformerConfig, protocol: Protocol, device: str) -> SubTransformer:
+    torch.manual_seed(protocol.seed)
+    return SubTransformer(config, model_dims(space, protocol)).to(device).eval()
+
+
+def model_workload(model: SubTransformer, protocol: Protocol, device: str) -> Workload:
+    """Encoder once (batch 1); then ``src_len`` incremental decoder steps over ``beam`` rows."""
+    src = _tokens(protocol, 1, protocol.src_len).to(device)
+    targets = _tokens(protocol, protocol.beam, protocol.src_len).to(device)
+    targets[:, 0] = EOS
+    beam_order = torch.zeros(protocol.beam, dtype=torch.long, device=device)
+    encoder_out_box: list = [model.encoder(src).reorder(beam_order)]
+
+    @torch.inference_mode()
+    def encoder() -> object:
+        encoder_out_box[0] = model.encoder(src).reorder(beam_order)
+        return encoder_out_box[0]
+
+    @torch.inference_mode()
+    def decoder() -> object:
+        state: dict = {}
+        logits = None
+        for t in range(protocol.src_len):
+            logits = model.decoder(targets[:, : t + 1], encoder_out_box[0], state)
+        return logits
+
+    return Workload(encoder, decoder)
+
+
+# ---- per-layer workloads (lookup tables) -------------------------------------------------------
+def encoder_layer_workload(
+    space: SearchSpace, embed: int, ffn: int, heads: int, protocol: Protocol, device: str
+) -> Callable[[], object]:
+    torch.manual_seed(protocol.seed)
+    layer = EncoderLayer(embed, ffn, heads, space.qkv_dim, 0.0, 0.0, 0.0).to(device).eval()
+    x = torch.randn(1, protocol.src_len, embed, device=device)
+    return torch.inference_mode()(lambda: layer(x, None))
+
+
+def decoder_layer_workload(
+    space: SearchSpace,
+    embed: int,
+    encoder_embed: int,
+    ffn: int,
+    self_heads: int,
+    cross_heads: int,
+    ende: int,
+    protocol: Protocol,
+    device: str,
+) -> Callable[[], object]:
+    """One decoder layer over all ``src_len`` steps (growing self cache, cross K/V projected once)."""
+    torch.manual_seed(protocol.seed)
+    k = ende_attn_layers(ende)
+    layer = DecoderLayer(
+        embed, encoder_embed, ffn, self_heads, cross_heads, k, space.qkv_dim, 0.0, 0.0, 0.0
+    ).to(device).eval()
+    memory = torch.randn(protocol.beam, k * protocol.src_len, encoder_embed, device=device)
+    steps = torch.randn(protocol.src_len, protocol.beam, 1, embed, device=device)
+
+    @torch.inference_mode()
+    def run() -> object:
+        cache: dict = {}
+        out = None
+        for t in range(protocol.src_len):
+            out = layer(steps[t], memory if t == 0 else None, None, None, cache)
+        return out
+
+    return run
+
+
+def embedding_workloads(
+    space: SearchSpace, encoder_embed: int, decoder_embed: int, protocol: Protocol, device: str
+) -> Workload:
+    """A model with no layers: encoder embedding, and decoder embedding + output projection per step."""
+    config = SubTransformerConfig(encoder_embed, decoder_embed, (1,), (1,), (1,), (1,), (1,), (-1,))
+    model = build_model(space, config, protocol, device)
+    model.encoder.layers = torch.nn.ModuleList()
+    model.decoder.layers = torch.nn.ModuleList()
+    src = _tokens(protocol, 1, protocol.src_len).to(device)
+    targets = _tokens(protocol, protocol.beam, protocol.src_len).to(device)
+
+    @torch.inference_mode()
+    def encoder() -> object:
+        return model.encoder.embed(src, encoder_embed)
+
+    @torch.inference_mode()
+    def decoder() -> object:
+        out = None
+        for t in range(protocol.src_len):
+            out = model.decoder.output_layer(model.decoder.embed(targets[:, : t + 1], decoder_embed, last_only=True))
+        return out
+
+    return Workload(encoder, decoder)
