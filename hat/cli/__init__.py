@@ -10,7 +10,7 @@ from hat.errors import HatError
 
 # Command groups: (module, help). Modules are imported when the parser is built; each must import
 # only what its commands need at parse time (fairseq and onnxruntime are imported inside handlers).
-COMMAND_MODULES = ("hat.cli.space", "hat.cli.latency")
+COMMAND_MODULES = ("hat.cli.space", "hat.cli.latency", "hat.cli.train", "hat.cli.search")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,7 +26,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and not getattr(args, "accepts_extra_args", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.extra_args = extra
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s | %(levelname)s | %(name)s | %(message)s",

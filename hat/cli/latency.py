@@ -41,6 +41,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     fit.add_argument("--model", choices=["auto", "table", "linear", "mlp"], default="auto",
                      help="auto: the best on a held-out 20%% of the data")
     fit.add_argument("--seed", type=int, default=0)
+    fit.add_argument("--correct-drift", action="store_true",
+                     help="rescale rows and table entries by the reference model timed in their chunk")
     fit.add_argument("--out", type=Path, required=True)
     fit.add_argument("--json", action="store_true")
     fit.set_defaults(handler=cmd_fit)
@@ -50,6 +52,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     ev.add_argument("--data", type=Path, required=True)
     ev.add_argument("--format", choices=["auto", "hat", "hat-latency"], default="auto")
     ev.add_argument("--plot", type=Path, help="write a predicted-vs-measured PNG")
+    ev.add_argument("--correct-drift", action="store_true", help="rescale rows by their chunk's reference timing")
     ev.add_argument("--json", action="store_true")
     ev.set_defaults(handler=cmd_eval)
 
@@ -118,6 +121,9 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
     data = LatencyDataset.load(args.data, args.format)
     tables = _tables(args.tables)
+    if args.correct_drift:
+        data = data.drift_corrected()
+        tables = tables.drift_corrected() if tables is not None else None
     if tables is not None and data.meta.get("space_fingerprint") not in (None, tables.space_fingerprint):
         raise HatError(f"tables were measured for space '{tables.space_name}', the dataset for '{data.meta.get('space')}'", args.tables)
     if tables is not None and data.meta.get("protocol") not in (None, tables.protocol):
@@ -145,6 +151,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     predictor = LatencyPredictor.load(args.predictor)
     data = LatencyDataset.load(args.data, args.format)
+    if args.correct_drift:
+        data = data.drift_corrected()
     fingerprint = data.meta.get("space_fingerprint")
     if fingerprint and predictor.info.get("space_fingerprint") not in (None, fingerprint):
         raise HatError(f"dataset is for space '{data.meta.get('space')}', predictor for '{predictor.info.get('space')}'", args.data)

@@ -214,7 +214,9 @@ class LatencyCollector:
         for chunk in self._chunks(todo, "tables"):
             results, reference = self._measure([{"kind": t, "args": list(a)} for t, _, a in chunk])
             for (table, key, _), result in zip(chunk, results):
-                tables.tables.setdefault(table, {})[key] = result["encoder"] or result["decoder"]
+                entry = dict(result["encoder"] or result["decoder"])
+                entry["reference_ms"] = _total(reference)
+                tables.tables.setdefault(table, {})[key] = entry
             tables.save(path)
             self._record_reference("tables", reference)
         return tables
@@ -251,13 +253,17 @@ class LatencyCollector:
         for chunk in self._chunks(todo, "models"):
             results, reference = self._measure([{"kind": "model", "config": c.to_dict(include_space=False)} for c in chunk])
             for config, result in zip(chunk, results):
-                rows.append(dataset_row(config, result, self.protocol.runs))
+                rows.append(dataset_row(config, result, self.protocol.runs, _total(reference)))
             write_dataset(path, meta, rows)
             self._record_reference("dataset", reference)
         return LatencyDataset.load(path, fmt="hat-latency")
 
 
-def dataset_row(config: SubTransformerConfig, result: Result, runs: int) -> dict[str, Any]:
+def _total(result: Result) -> float:
+    return result["encoder"]["mean"] + result["decoder"]["mean"]
+
+
+def dataset_row(config: SubTransformerConfig, result: Result, runs: int, reference_ms: float) -> dict[str, Any]:
     row: dict[str, Any] = {"archid": config.archid, "config": config.to_json()}
     row.update(zip(HAT_FEATURES, (f"{v:g}" for v in hat_features(config))))
     for part in ("encoder", "decoder"):
@@ -267,6 +273,7 @@ def dataset_row(config: SubTransformerConfig, result: Result, runs: int) -> dict
         row[f"latency_median_{part}"] = f"{stats['median']:.4f}"
         row[f"latency_iqr_{part}"] = f"{stats['iqr']:.4f}"
     row["runs"] = runs
+    row["reference_ms"] = f"{reference_ms:.4f}"
     assert set(row) == set(COLUMNS)
     return row
 

@@ -39,13 +39,17 @@ def metrics(predicted: np.ndarray, measured: np.ndarray) -> dict[str, float]:
     }
 
 
-def _b64(array: np.ndarray) -> dict[str, Any]:
-    array = np.ascontiguousarray(array, dtype="<f4")
-    return {"shape": list(array.shape), "data": base64.b64encode(array.tobytes()).decode()}
+def _b64(array: np.ndarray, dtype: str = "<f8") -> dict[str, Any]:
+    """Exact, compact array encoding (MLP weights are float32 already, so "<f4" loses nothing)."""
+    array = np.ascontiguousarray(array, dtype=dtype)
+    return {"dtype": dtype, "shape": list(array.shape), "data": base64.b64encode(array.tobytes()).decode()}
 
 
 def _unb64(blob: dict[str, Any]) -> np.ndarray:
-    return np.frombuffer(base64.b64decode(blob["data"]), dtype="<f4").reshape(blob["shape"]).astype(float)
+    dtype = blob.get("dtype", "<f8")
+    if dtype not in ("<f4", "<f8"):
+        raise ValueError(f"unsupported dtype {dtype}")
+    return np.frombuffer(base64.b64decode(blob["data"]), dtype=dtype).reshape(blob["shape"]).astype(float)
 
 
 class LatencyPredictor:
@@ -137,7 +141,7 @@ class LatencyPredictor:
     def save(self, path: str | Path) -> None:
         params = {k: (_b64(v) if isinstance(v, np.ndarray) else v) for k, v in self.params.items()}
         if "layers" in params:
-            params["layers"] = [{"weight": _b64(w), "bias": _b64(b)} for w, b in self.params["layers"]]
+            params["layers"] = [{"weight": _b64(w, "<f4"), "bias": _b64(b, "<f4")} for w, b in self.params["layers"]]
         atomic_write_json(path, {
             "format": FORMAT, "kind": self.kind, "mlp_hidden": list(self.mlp_hidden), "info": self.info,
             "params": params, "tables": self.tables.to_dict() if self.uses_tables else None,
@@ -254,16 +258,19 @@ def split_indices(n: int, test_fraction: float, seed: int) -> tuple[np.ndarray, 
     return np.sort(order[n_test:]), np.sort(order[:n_test])
 
 
-def fit_auto(dataset: LatencyDataset, tables: LatencyTables | None, seed: int = 0) -> tuple[LatencyPredictor, dict]:
+def fit_auto(
+    dataset: LatencyDataset, tables: LatencyTables | None, seed: int = 0, mlp_steps: int = 5000
+) -> tuple[LatencyPredictor, dict]:
     """Fit every applicable model on 80% of ``dataset``, pick the lowest held-out MAPE, refit on all."""
     train, valid = split_indices(len(dataset), 0.2, seed)
     kinds = ["linear", "mlp"] + (["table"] if tables is not None and dataset.configs is not None else [])
     scores = {}
     for kind in kinds:
         use_tables = tables if dataset.configs is not None else None
-        model = LatencyPredictor(kind, tables=use_tables).fit(dataset.subset(train), seed=seed)
+        model = LatencyPredictor(kind, tables=use_tables).fit(dataset.subset(train), seed=seed, mlp_steps=mlp_steps)
         scores[kind] = model.evaluate(dataset.subset(valid))
     best = min(scores, key=lambda k: scores[k]["mape_pct"])
-    final = LatencyPredictor(best, tables=tables if dataset.configs is not None else None).fit(dataset, seed=seed)
+    final = LatencyPredictor(best, tables=tables if dataset.configs is not None else None).fit(
+        dataset, seed=seed, mlp_steps=mlp_steps)
     final.info["selection"] = {"held_out": scores, "chosen": best}
     return final, scores

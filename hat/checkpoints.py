@@ -1,0 +1,136 @@
+"""Read HAT's fairseq checkpoints without fairseq and without unpickling code.
+
+``torch.load(..., weights_only=True)`` reads the checkpoint; the space travels inside it (in the
+model config and the state dict's extra state), so weights are never paired with another space.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from hat.errors import HatError
+from hat.space import SearchSpace, SubTransformerConfig
+from hat.supernet import SuperTransformer
+
+PREFIXES = (("encoder.inner.", "encoder."), ("decoder.inner.", "decoder."))
+
+
+@dataclass
+class LoadedCheckpoint:
+    supernet: SuperTransformer
+    space: SearchSpace
+    fixed_config: SubTransformerConfig | None  # set when the checkpoint trained one SubTransformer
+    num_updates: int
+    sha256: str
+    path: Path
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise HatError("checkpoint not found", path)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any failure here means "not a readable checkpoint"
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise HatError(f"cannot read checkpoint safely ({first})", path) from None
+
+
+def load_supernet(path: str | Path, space: SearchSpace | None = None) -> LoadedCheckpoint:
+    """Build the SuperTransformer of a HAT fairseq checkpoint (eval mode).
+
+    ``space``: refuse the checkpoint unless it was trained on this space.
+    """
+    path = Path(path)
+    state = read_checkpoint(path)
+    model_cfg = (state.get("cfg") or {}).get("model") or {}
+    weights = state.get("model")
+    extra = weights.get("_extra_state") if isinstance(weights, dict) else None
+    if not isinstance(extra, dict) or "space" not in extra or model_cfg.get("_name") != "hat_transformer":
+        raise HatError("not a HAT checkpoint (no hat_transformer model with a stored search space)", path)
+    try:
+        stored = SearchSpace.from_dict(extra["space"])
+    except HatError as err:
+        raise HatError(f"checkpoint holds an invalid search space: {err}", path) from None
+    if space is not None and space.fingerprint != stored.fingerprint:
+        raise HatError(f"checkpoint was trained on space '{stored.name}', not on '{space.name}'", path)
+    embed = weights.get("encoder.inner.embed_tokens.weight")
+    out_embed = weights.get("decoder.inner.embed_tokens.weight")
+    if embed is None or out_embed is None:
+        raise HatError("checkpoint has no embedding tables", path)
+    supernet = SuperTransformer(
+        stored,
+        src_vocab_size=embed.shape[0],
+        tgt_vocab_size=out_embed.shape[0],
+        padding_idx=1,
+        dropout=float(model_cfg.get("dropout", 0.3)),
+        attention_dropout=float(model_cfg.get("attention_dropout", 0.1)),
+        activation_dropout=float(model_cfg.get("activation_dropout", 0.0)),
+        max_positions=max(int(model_cfg.get("max_source_positions", 1024)), int(model_cfg.get("max_target_positions", 1024))),
+    )
+    renamed = {}
+    for key, value in weights.items():
+        if key == "_extra_state":
+            continue
+        for old, new in PREFIXES:
+            if key.startswith(old):
+                renamed[new + key[len(old):]] = value
+    try:
+        supernet.load_state_dict(renamed, strict=True)
+    except RuntimeError as err:
+        raise HatError(f"checkpoint weights do not fit space '{stored.name}': {str(err).splitlines()[1].strip()}", path) from None
+    task_cfg = (state.get("cfg") or {}).get("task") or {}
+    fixed = None
+    if task_cfg.get("subtransformer_config"):
+        fixed_path = Path(task_cfg["subtransformer_config"])
+        fixed = SubTransformerConfig.from_yaml(fixed_path) if fixed_path.is_file() else None
+    num_updates = int(((state.get("optimizer_history") or [{}])[-1]).get("num_updates", 0))
+    return LoadedCheckpoint(supernet.eval(), stored, fixed, num_updates, file_sha256(path), path)
+
+
+class Dictionary:
+    """fairseq's dictionary text format (``symbol count`` per line after 4 specials), read without fairseq."""
+
+    SPECIALS = ("<s>", "<pad>", "</s>", "<unk>")
+
+    def __init__(self, symbols: list[str]) -> None:
+        self.symbols = symbols
+        self.index = {s: i for i, s in enumerate(symbols)}
+        self.bos, self.pad, self.eos, self.unk = 0, 1, 2, 3
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Dictionary":
+        path = Path(path)
+        if not path.is_file():
+            raise HatError("dictionary file not found", path)
+        symbols = list(cls.SPECIALS)
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+            parts = line.rstrip().rsplit(" ", 1)
+            if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
+                if line.strip().endswith("#fairseq:overwrite"):
+                    parts = line.rsplit(" ", 2)[:1] + ["0"]
+                else:
+                    raise HatError(f"line {number}: expected 'symbol count', got {line!r}", path)
+            symbols.append(parts[0])
+        return cls(symbols)
+
+    def __len__(self) -> int:
+        return len(self.symbols)
+
+    def encode(self, pieces: list[str]) -> list[int]:
+        return [self.index.get(p, self.unk) for p in pieces] + [self.eos]
+
+    def decode(self, ids: list[int]) -> list[str]:
+        return [self.symbols[i] for i in ids if i not in (self.bos, self.pad, self.eos)]

@@ -1,0 +1,87 @@
+"""``hat search``."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from pathlib import Path
+
+from hat.errors import HatError
+
+log = logging.getLogger("hat.search")
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    s = commands.add_parser("search", help="evolutionary search under latency constraints")
+    s.add_argument("--space", type=Path, required=True)
+    s.add_argument("--checkpoint", type=Path, required=True, help="SuperTransformer checkpoint")
+    s.add_argument("--data", type=Path, required=True, help="data-bin folder (validation split)")
+    s.add_argument("--predictor", type=Path, required=True, help="latency predictor JSON")
+    s.add_argument("--latency-constraint", type=float, nargs="+", required=True, metavar="MS")
+    s.add_argument("--population", type=int, default=125)
+    s.add_argument("--parents", type=int, default=25)
+    s.add_argument("--mutations", type=int, default=50)
+    s.add_argument("--crossovers", type=int, default=50)
+    s.add_argument("--mutation-prob", type=float, default=0.3)
+    s.add_argument("--iterations", type=int, default=30)
+    s.add_argument("--valid-subset", type=int, help="sentences of the validation set to score (default: all)")
+    s.add_argument("--split", default="valid")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--workers", type=int, default=0, help="Ray actors (0: evaluate in this process)")
+    s.add_argument("--ray-address", help="join this Ray cluster instead of starting a local one")
+    s.add_argument("--random-search", action="store_true",
+                   help="also run random search with the same evaluation budget per constraint, for comparison")
+    s.add_argument("--resume", action="store_true", help="continue the search saved in --out")
+    s.add_argument("--out", type=Path, required=True)
+    s.set_defaults(handler=cmd_search)
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from hat.checkpoints import load_supernet
+    from hat.latency import LatencyPredictor
+    from hat.search import EvolutionarySearch, InheritedLossFitness, RayEvaluator, random_search
+    from hat.search.outputs import write_search_outputs
+    from hat.space import SearchSpace
+
+    space = SearchSpace.from_yaml(args.space)
+    load_supernet(args.checkpoint, space)  # fail early, with a clear message, on a checkpoint of another space
+    predictor = LatencyPredictor.load(args.predictor)
+    try:
+        predictor.check_space(space)
+    except HatError as err:
+        raise HatError(str(err), args.predictor) from None
+    fitness = InheritedLossFitness(args.checkpoint, args.data, split=args.split, valid_subset=args.valid_subset,
+                                   seed=args.seed)
+    fitness.load()
+    evaluator = None
+    if args.workers or args.ray_address:
+        evaluator = RayEvaluator(fitness, max(args.workers, 1), args.ray_address)
+    args.out.mkdir(parents=True, exist_ok=True)
+    search = EvolutionarySearch(
+        space, fitness, predictor, args.latency_constraint, seed=args.seed, population=args.population,
+        parents=args.parents, mutations=args.mutations, crossovers=args.crossovers, mutation_prob=args.mutation_prob,
+        iterations=args.iterations, evaluator=evaluator, state_path=args.out / "state.json",
+    )
+    start = time.time()
+    try:
+        result = search.run(resume=args.resume)
+        extra = {"wall_time_s": time.time() - start}
+        if args.random_search:
+            extra["random_search"] = []
+            for item in result.results:
+                best = random_search(space, fitness, predictor, item.constraint_ms, item.evaluations, seed=args.seed,
+                                     evaluator=evaluator)
+                extra["random_search"].append({"constraint_ms": item.constraint_ms, "budget": item.evaluations,
+                                               "loss": best.loss, "archid": best.archid,
+                                               "predicted_latency_ms": best.latency_ms})
+    finally:
+        if evaluator is not None:
+            evaluator.close()
+    summary = write_search_outputs(result, args.out, extra)
+    for item in summary["results"]:
+        line = (f"<= {item['constraint_ms']:g} ms: loss {item['loss']:.4f} at {item['predicted_latency_ms']:.2f} ms "
+                f"predicted -> {args.out / item['config_file']}")
+        print(line)
+    print(f"{result.evaluations} fitness evaluations in {extra['wall_time_s']:.1f} s; summary: {args.out / 'summary.json'}")
+    return 0

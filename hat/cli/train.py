@@ -1,0 +1,116 @@
+"""``hat data synthetic|prepare``, ``hat train`` and ``hat evaluate``."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from hat.errors import HatError
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    data = commands.add_parser("data", help="make or prepare translation data")
+    sub = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    syn = sub.add_parser("synthetic", help="write the embedded synthetic en-de corpus (raw text)")
+    syn.add_argument("--out", type=Path, required=True)
+    syn.add_argument("--train", type=int, default=20000)
+    syn.add_argument("--valid", type=int, default=500)
+    syn.add_argument("--test", type=int, default=500)
+    syn.add_argument("--seed", type=int, default=1)
+    syn.add_argument("--prepare", action="store_true", help="also run 'prepare' into OUT/bin")
+    syn.set_defaults(handler=cmd_synthetic)
+
+    prep = sub.add_parser("prepare", help="sentencepiece + fairseq binarization into a data-bin folder")
+    prep.add_argument("--src", required=True, help="source language suffix, e.g. en")
+    prep.add_argument("--tgt", required=True, help="target language suffix, e.g. de")
+    prep.add_argument("--train", required=True, help="training file prefix (PREFIX.src, PREFIX.tgt)")
+    prep.add_argument("--valid", required=True)
+    prep.add_argument("--test")
+    prep.add_argument("--out", type=Path, required=True)
+    prep.add_argument("--bpe", choices=["sentencepiece", "none"], default="sentencepiece")
+    prep.add_argument("--vocab-size", type=int, default=8000, help="upper bound on the sentencepiece vocabulary")
+    prep.add_argument("--joined-dictionary", action=argparse.BooleanOptionalAction, default=True,
+                      help="one vocabulary for both languages (needed by spaces with shared embeddings)")
+    prep.add_argument("--skip-empty", action="store_true", help="drop pairs with an empty side instead of failing")
+    prep.add_argument("--workers", type=int, default=1)
+    prep.set_defaults(handler=cmd_prepare)
+
+    train = commands.add_parser(
+        "train", help="train a SuperTransformer (or a SubTransformer) on fairseq; other options go to fairseq-train"
+    )
+    train.add_argument("--space", type=Path, required=True)
+    train.add_argument("--data", type=Path, required=True, help="fairseq data-bin folder")
+    train.add_argument("--save-dir", type=Path, required=True)
+    train.add_argument("--config", type=Path, help="YAML of fairseq options (e.g. max-update: 1000)")
+    train.add_argument("--subtransformer-config", type=Path, help="train this fixed SubTransformer")
+    train.add_argument("--restore-file", type=Path, help="start from this checkpoint (e.g. a SuperTransformer)")
+    train.add_argument("--finetune", action="store_true", help="with --restore-file: reset optimizer and schedule")
+    train.add_argument("--sampler", choices=["uniform", "sandwich"], default="uniform")
+    train.set_defaults(handler=cmd_train, accepts_extra_args=True)
+
+    ev = commands.add_parser("evaluate", help="validation loss and BLEU of a SubTransformer")
+    ev.add_argument("--checkpoint", type=Path, required=True)
+    ev.add_argument("--data", type=Path, required=True)
+    ev.add_argument("--config", type=Path, help="SubTransformer config (default: the checkpoint's own, or the largest)")
+    ev.add_argument("--split", default="test")
+    ev.add_argument("--beam", type=int, default=5)
+    ev.add_argument("--lenpen", type=float, default=1.0)
+    ev.add_argument("--max-tokens", type=int, default=4096)
+    ev.add_argument("--no-bleu", action="store_true", help="loss only")
+    ev.add_argument("--json", action="store_true")
+    ev.set_defaults(handler=cmd_evaluate)
+
+
+def cmd_synthetic(args: argparse.Namespace) -> int:
+    from hat.data.synthetic import generate_corpus
+
+    for name in ("train", "valid", "test"):
+        if getattr(args, name) < 1:
+            raise HatError(f"--{name} must be at least 1")
+    counts = generate_corpus(args.out, args.train, args.valid, args.test, args.seed)
+    print(f"wrote {counts} pairs to {args.out}")
+    if args.prepare:
+        from hat.data.prepare import prepare_data
+
+        out = prepare_data(src="en", tgt="de", train=args.out / "train", valid=args.out / "valid",
+                           test=args.out / "test", out=args.out / "bin", vocab_size=1000)
+        print(out)
+    return 0
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from hat.data.prepare import prepare_data
+
+    if args.vocab_size < 8:
+        raise HatError("--vocab-size must be at least 8")
+    out = prepare_data(src=args.src, tgt=args.tgt, train=args.train, valid=args.valid, test=args.test, out=args.out,
+                       bpe=args.bpe, vocab_size=args.vocab_size, joined_dictionary=args.joined_dictionary,
+                       skip_empty=args.skip_empty, workers=args.workers)
+    print(out)
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from hat.training import load_options_file, train
+
+    options = load_options_file(args.config) if args.config else {}
+    last = train(space=args.space, data=args.data, save_dir=args.save_dir,
+                 subtransformer_config=args.subtransformer_config, restore_file=args.restore_file,
+                 reset_optimizer=args.finetune, sampler=args.sampler, options=options, extra_args=args.extra_args)
+    print(last)
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from hat.evaluation import evaluate
+    from hat.space import SubTransformerConfig
+
+    config = SubTransformerConfig.from_yaml(args.config) if args.config else None
+    result = evaluate(args.checkpoint, args.data, config, split=args.split, beam=args.beam, lenpen=args.lenpen,
+                      max_tokens=args.max_tokens, bleu=not args.no_bleu)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        bleu = f" | BLEU {result['bleu']:.2f} ({result['sentences']} sentences, beam {args.beam})" if "bleu" in result else ""
+        print(f"{args.checkpoint} [{result['archid']}] {args.split}: loss {result['loss']:.3f}{bleu}")
+    return 0

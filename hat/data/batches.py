@@ -1,0 +1,59 @@
+"""Batches of a binarized split, loaded once into memory (uses fairseq's dataset readers)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from hat.errors import HatError
+
+
+@dataclass
+class Batch:
+    src_tokens: torch.Tensor  # (B, S), left-padded
+    prev_output_tokens: torch.Tensor  # (B, T), starts with </s>
+    target: torch.Tensor  # (B, T)
+    ids: torch.Tensor  # (B,) sentence ids in the split
+
+
+def load_batches(
+    data_dir: str | Path,
+    split: str = "valid",
+    *,
+    max_tokens: int = 4096,
+    subset_size: int | None = None,
+    seed: int = 0,
+) -> list[Batch]:
+    """The (optionally seeded-subset of the) ``split`` as fixed batches of at most ``max_tokens``."""
+    from fairseq.data import Dictionary, LanguagePairDataset, data_utils
+
+    from hat.data.prepare import load_data_meta
+
+    meta = load_data_meta(data_dir)
+    src, tgt = meta["src"], meta["tgt"]
+    data_dir = Path(data_dir)
+    src_dict = Dictionary.load(str(data_dir / f"dict.{src}.txt"))
+    tgt_dict = Dictionary.load(str(data_dir / f"dict.{tgt}.txt"))
+    prefix = data_dir / f"{split}.{src}-{tgt}."
+    src_data = data_utils.load_indexed_dataset(str(prefix) + src, src_dict)
+    tgt_data = data_utils.load_indexed_dataset(str(prefix) + tgt, tgt_dict)
+    if src_data is None or tgt_data is None:
+        raise HatError(f"split '{split}' not found (expected {prefix}{src}.bin/.idx)", data_dir)
+    dataset = LanguagePairDataset(src_data, src_data.sizes, src_dict, tgt_data, tgt_data.sizes, tgt_dict,
+                                  left_pad_source=True, left_pad_target=False, shuffle=False)
+    indices = np.arange(len(dataset))
+    if subset_size is not None and subset_size < len(dataset):
+        if subset_size < 1:
+            raise HatError(f"validation subset size must be at least 1, got {subset_size}")
+        indices = np.sort(np.random.default_rng(seed).permutation(len(dataset))[:subset_size])
+    indices = indices[np.argsort(dataset.num_tokens_vec(indices) if hasattr(dataset, "num_tokens_vec") else
+                                 [dataset.num_tokens(i) for i in indices], kind="stable")]
+    groups = dataset.batch_by_size(indices, max_tokens=max_tokens)
+    batches = []
+    for group in groups:
+        sample = dataset.collater([dataset[int(i)] for i in group])
+        net = sample["net_input"]
+        batches.append(Batch(net["src_tokens"], net["prev_output_tokens"], sample["target"], sample["id"]))
+    return batches

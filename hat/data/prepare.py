@@ -1,0 +1,145 @@
+"""Raw parallel text -> sentencepiece -> fairseq data-bin (via fairseq's own preprocessing)."""
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+
+from hat.errors import HatError
+from hat.io import atomic_write_json
+
+log = logging.getLogger(__name__)
+META_FILE = "hat_data.json"
+
+
+def _read_split(prefix: str | Path, lang: str, what: str) -> list[str]:
+    path = Path(f"{prefix}.{lang}")
+    if not path.is_file():
+        siblings = sorted(p.name for p in path.parent.glob(f"{Path(prefix).name}.*")) if path.parent.is_dir() else []
+        hint = f" (found: {', '.join(siblings)})" if siblings else ""
+        raise HatError(f"{what} file for language '{lang}' not found{hint}", path)
+    try:
+        return path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as err:
+        raise HatError(f"not UTF-8 text ({err})", path) from None
+
+
+def read_parallel(prefix: str | Path, src: str, tgt: str, what: str, skip_empty: bool) -> tuple[list[str], list[str]]:
+    """Aligned lines; different counts are an error, empty lines an error unless ``skip_empty``."""
+    source, target = _read_split(prefix, src, what), _read_split(prefix, tgt, what)
+    if len(source) != len(target):
+        raise HatError(f"{what}: {prefix}.{src} has {len(source)} lines but {prefix}.{tgt} has {len(target)}")
+    if not source:
+        raise HatError(f"{what}: {prefix}.{src} is empty")
+    empty = [i for i, (s, t) in enumerate(zip(source, target)) if not s.strip() or not t.strip()]
+    if empty and not skip_empty:
+        raise HatError(
+            f"{what}: {len(empty)} pair(s) with an empty side, first at line {empty[0] + 1} of {prefix}.{src}/.{tgt} "
+            "(use --skip-empty to drop them)"
+        )
+    keep = set(range(len(source))) - set(empty)
+    return [source[i] for i in sorted(keep)], [target[i] for i in sorted(keep)]
+
+
+def prepare_data(
+    *,
+    src: str,
+    tgt: str,
+    train: str | Path,
+    valid: str | Path,
+    test: str | Path | None,
+    out: str | Path,
+    bpe: str = "sentencepiece",
+    vocab_size: int = 8000,
+    joined_dictionary: bool = True,
+    skip_empty: bool = False,
+    workers: int = 1,
+    seed: int = 1,
+) -> Path:
+    """Train sentencepiece on the training text, encode every split, binarize with fairseq.
+
+    ``out`` gets fairseq's ``dict.*.txt`` and binary splits, the sentencepiece model(s) and
+    ``hat_data.json`` describing them. With ``bpe='none'`` the text is used as tokenized.
+    """
+    import sentencepiece as spm
+
+    if bpe not in ("sentencepiece", "none"):
+        raise HatError(f"--bpe must be sentencepiece or none, got '{bpe}'")
+    if src == tgt:
+        raise HatError("--src and --tgt must differ")
+    out = Path(out)
+    splits = {"train": train, "valid": valid} | ({"test": test} if test else {})
+    texts = {name: read_parallel(prefix, src, tgt, name, skip_empty) for name, prefix in splits.items()}
+    out.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="hat_prepare_", dir=out))
+    try:
+        spm_models: dict[str, str] = {}
+        if bpe == "sentencepiece":
+            langs = {"joint": (src, tgt)} if joined_dictionary else {src: (src,), tgt: (tgt,)}
+            for name, members in langs.items():
+                corpus = work / f"spm_{name}.txt"
+                lines = [line for lang in members for line in texts["train"][0 if lang == src else 1]]
+                corpus.write_text("\n".join(lines) + "\n", encoding="utf-8")
+                prefix = out / f"spm.{name}"
+                log.info("training sentencepiece (%s, vocab %d) on %d lines", name, vocab_size, len(lines))
+                try:
+                    spm.SentencePieceTrainer.train(
+                        input=str(corpus), model_prefix=str(prefix), vocab_size=vocab_size,
+                        character_coverage=1.0, model_type="unigram", num_threads=max(1, workers),
+                        minloglevel=2, hard_vocab_limit=False, bos_id=-1, eos_id=-1, pad_id=-1, unk_id=0,
+                    )
+                except RuntimeError as err:
+                    raise HatError(f"sentencepiece training failed: {str(err).splitlines()[-1]}") from None
+                for lang in members:
+                    spm_models[lang] = f"spm.{name}.model"
+            processors = {lang: spm.SentencePieceProcessor(model_file=str(out / model)) for lang, model in spm_models.items()}
+        for name, (source, target) in texts.items():
+            for lang, lines in ((src, source), (tgt, target)):
+                if bpe == "sentencepiece":
+                    lines = [" ".join(pieces) for pieces in processors[lang].encode(lines, out_type=str)]
+                (work / f"{name}.{lang}").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        _binarize(work, out, src, tgt, "test" in texts, joined_dictionary, workers)
+        meta = {
+            "src": src, "tgt": tgt, "bpe": bpe, "sentencepiece": spm_models, "joined_dictionary": joined_dictionary,
+            "vocab_size": vocab_size, "pairs": {name: len(pair[0]) for name, pair in texts.items()},
+        }
+        atomic_write_json(out / META_FILE, meta)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return out
+
+
+def _binarize(work: Path, out: Path, src: str, tgt: str, has_test: bool, joined: bool, workers: int) -> None:
+    from fairseq import options
+    from fairseq_cli import preprocess
+
+    argv = [
+        "--source-lang", src, "--target-lang", tgt,
+        "--trainpref", str(work / "train"), "--validpref", str(work / "valid"),
+        "--destdir", str(out), "--workers", str(workers), "--dataset-impl", "mmap",
+    ]
+    if has_test:
+        argv += ["--testpref", str(work / "test")]
+    if joined:
+        argv.append("--joined-dictionary")
+    for stale in out.glob("dict.*.txt"):
+        stale.unlink()
+    args = options.get_preprocessing_parser().parse_args(argv)
+    preprocess.main(args)
+
+
+def load_data_meta(data_dir: str | Path) -> dict:
+    """``hat_data.json`` of a prepared folder; plain fairseq data-bin folders get a minimal description."""
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise HatError("data folder not found", data_dir)
+    meta_path = data_dir / META_FILE
+    if meta_path.is_file():
+        return json.loads(meta_path.read_text())
+    dicts = sorted(data_dir.glob("dict.*.txt"))
+    if len(dicts) < 2:
+        raise HatError("not a fairseq data-bin folder (no dict.SRC.txt / dict.TGT.txt)", data_dir)
+    langs = [p.name.split(".")[1] for p in dicts]
+    return {"src": langs[0], "tgt": langs[1], "bpe": "unknown", "sentencepiece": {}}

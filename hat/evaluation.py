@@ -1,0 +1,142 @@
+"""Validation loss with inherited weights (pure PyTorch) and BLEU (fairseq generation + sacrebleu)."""
+from __future__ import annotations
+
+import math
+import tempfile
+from argparse import Namespace
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from hat.data.batches import Batch
+from hat.errors import HatError
+from hat.modules import EncoderDecoder
+
+
+def label_smoothed_loss(logits: torch.Tensor, target: torch.Tensor, epsilon: float, pad: int) -> tuple[float, int]:
+    """Summed label-smoothed cross-entropy over non-pad targets (nats) and the token count,
+    exactly as fairseq's ``label_smoothed_cross_entropy`` criterion computes it."""
+    lprobs = F.log_softmax(logits.float(), dim=-1)
+    nll = -lprobs.gather(-1, target.unsqueeze(-1)).squeeze(-1)
+    smooth = -lprobs.sum(-1)
+    eps_i = epsilon / (lprobs.size(-1) - 1)
+    mask = target.ne(pad)
+    loss = ((1.0 - epsilon - eps_i) * nll + eps_i * smooth)[mask].sum()
+    return float(loss), int(mask.sum())
+
+
+@torch.inference_mode()
+def validation_loss(model: EncoderDecoder, batches: Sequence[Batch], label_smoothing: float = 0.1, pad: int = 1) -> float:
+    """fairseq's reported ``loss`` (base 2, per target token) of ``model`` on ``batches``."""
+    total, tokens = 0.0, 0
+    for batch in batches:
+        logits = model(batch.src_tokens, batch.prev_output_tokens)
+        loss, n = label_smoothed_loss(logits, batch.target, label_smoothing, pad)
+        total, tokens = total + loss, tokens + n
+    if tokens == 0:
+        raise HatError("the validation data has no target tokens")
+    return total / tokens / math.log(2)
+
+
+def sentencepiece_decoder(data_dir: str | Path):
+    """pieces (list of str) -> detokenized text, with the target sentencepiece model of ``data_dir``."""
+    from hat.data.prepare import load_data_meta
+
+    meta = load_data_meta(data_dir)
+    model = (meta.get("sentencepiece") or {}).get(meta["tgt"])
+    if not model:
+        return lambda pieces: " ".join(pieces)
+    import sentencepiece as spm
+
+    processor = spm.SentencePieceProcessor(model_file=str(Path(data_dir) / model))
+    return lambda pieces: processor.decode_pieces(pieces)
+
+
+def generate_bleu(
+    checkpoint: str | Path,
+    data: str | Path,
+    config: Any | None,
+    split: str = "test",
+    beam: int = 5,
+    lenpen: float = 1.0,
+    max_tokens: int = 4096,
+    max_sentences: int | None = None,
+) -> dict[str, Any]:
+    """Translate ``split`` with fairseq's SequenceGenerator on the plugin model; sacreBLEU on detokenized text."""
+    import sacrebleu
+    from fairseq import checkpoint_utils
+
+    from hat.checkpoints import read_checkpoint
+    from hat.space import SearchSpace
+    from hat.training import load_plugin
+
+    load_plugin()
+    extra = read_checkpoint(checkpoint)["model"]["_extra_state"]
+    with tempfile.TemporaryDirectory() as tmp:
+        space_file = Path(tmp) / "space.yaml"
+        import yaml
+
+        space_file.write_text(yaml.safe_dump(SearchSpace.from_dict(extra["space"]).to_dict()))
+        models, _cfg, task = checkpoint_utils.load_model_ensemble_and_task(
+            [str(checkpoint)], arg_overrides={"data": str(data), "search_space": str(space_file), "subtransformer_config": ""}
+        )
+    model = models[0].eval()
+    if config is not None:
+        model.set_active_subnet(config)
+    task.load_dataset(split)
+    dataset = task.dataset(split)
+    itr = task.get_batch_iterator(dataset, max_tokens=max_tokens, max_sentences=max_sentences,
+                                  max_positions=model.max_positions(), ignore_invalid_inputs=True).next_epoch_itr(shuffle=False)
+    generator = task.build_generator([model], Namespace(beam=beam, lenpen=lenpen, max_len_a=1.2, max_len_b=10))
+    detok = sentencepiece_decoder(data)
+    tgt_dict = task.target_dictionary
+    hypotheses, references = {}, {}
+    for sample in itr:
+        outputs = task.inference_step(generator, [model], sample)
+        for i, sid in enumerate(sample["id"].tolist()):
+            hyp = tgt_dict.string(outputs[i][0]["tokens"].int().cpu()).split()
+            ref = tgt_dict.string(sample["target"][i][sample["target"][i].ne(tgt_dict.pad())].int().cpu()).split()
+            hypotheses[sid], references[sid] = detok(hyp), detok(ref)
+    order = sorted(hypotheses)
+    metric = sacrebleu.metrics.BLEU()
+    score = metric.corpus_score([hypotheses[i] for i in order], [[references[i] for i in order]])
+    return {"bleu": float(score.score), "bleu_signature": str(metric.get_signature()), "sentences": len(order),
+            "hypotheses": [hypotheses[i] for i in order], "references": [references[i] for i in order]}
+
+
+def evaluate(
+    checkpoint: str | Path,
+    data: str | Path,
+    config: Any | None = None,
+    *,
+    split: str = "test",
+    beam: int = 5,
+    lenpen: float = 1.0,
+    max_tokens: int = 4096,
+    bleu: bool = True,
+    label_smoothing: float = 0.1,
+) -> dict[str, Any]:
+    """Loss and BLEU of a SubTransformer with the checkpoint's weights.
+
+    ``config`` None: the checkpoint's fixed SubTransformer if it trained one, else the largest.
+    """
+    from hat.checkpoints import load_supernet
+    from hat.data.batches import load_batches
+
+    loaded = load_supernet(checkpoint)
+    if config is None:
+        config = loaded.fixed_config or loaded.space.largest()
+    loaded.space.validate(config)
+    loaded.supernet.set_active_subnet(config)
+    batches = load_batches(data, split, max_tokens=max_tokens)
+    result: dict[str, Any] = {
+        "checkpoint": str(checkpoint), "split": split, "archid": config.archid,
+        "loss": validation_loss(loaded.supernet, batches, label_smoothing),
+    }
+    if bleu:
+        generated = generate_bleu(checkpoint, data, config, split, beam, lenpen, max_tokens)
+        result.update(bleu=generated["bleu"], bleu_signature=generated["bleu_signature"], sentences=generated["sentences"], beam=beam, lenpen=lenpen,
+                      sample_hypothesis=generated["hypotheses"][0], sample_reference=generated["references"][0])
+    return result

@@ -1,0 +1,7 @@
+"""fairseq ``--user-dir`` plugin: the ``hat_transformer`` model and the ``hat_translation`` task.
+
+fairseq imports this folder as a top-level package named after it; importing the modules here
+runs their ``register_*`` decorators. Inside HAT, load it with :func:`hat.training.load_plugin`
+(never ``import hat.fairseq_plugin`` directly), so it is registered exactly once.
+"""
+from . import models, tasks  # noqa: F401  (registers the model and the task)

@@ -1,0 +1,111 @@
+"""``--task hat_translation``: translation where every update trains one sampled SubTransformer."""
+
+import math
+import random
+from dataclasses import dataclass, field
+
+import torch
+from fairseq import metrics
+from fairseq.tasks import register_task
+from fairseq.tasks.translation import TranslationConfig, TranslationTask
+from omegaconf import II
+
+from hat.errors import HatError
+from hat.space import SubTransformerConfig
+
+SAMPLERS = ("uniform", "sandwich")
+LOSS_KEYS = ("loss", "nll_loss")
+
+
+@dataclass
+class HatTranslationConfig(TranslationConfig):
+    sampler: str = field(
+        default="uniform",
+        metadata={"help": "uniform: one SubTransformer per update (HAT); sandwich: largest + smallest + one random"},
+    )
+    subtransformer_config: str = field(
+        default="", metadata={"help": "train (or generate with) this fixed SubTransformer config YAML"}
+    )
+    seed: int = II("common.seed")
+
+
+def update_configs(space, sampler: str, seed: int, update_num: int) -> list[SubTransformerConfig]:
+    """The SubTransformer(s) of one update, a pure function of (seed, update_num): every worker and
+    every micro-batch of the update agrees without communicating."""
+    sampled = space.sample(rng=random.Random(f"hat:{seed}:{update_num}"))
+    if sampler == "uniform":
+        return [sampled]
+    return [space.largest(), space.smallest(), sampled]
+
+
+@register_task("hat_translation", dataclass=HatTranslationConfig)
+class HatTranslationTask(TranslationTask):
+    cfg: HatTranslationConfig
+
+    def __init__(self, cfg: HatTranslationConfig, src_dict, tgt_dict) -> None:
+        super().__init__(cfg, src_dict, tgt_dict)
+        if cfg.sampler not in SAMPLERS:
+            raise HatError(f"--sampler must be one of {', '.join(SAMPLERS)}, got '{cfg.sampler}'")
+        self.fixed_config: SubTransformerConfig | None = None
+        if cfg.subtransformer_config:
+            self.fixed_config = SubTransformerConfig.from_yaml(cfg.subtransformer_config)
+
+    def build_model(self, cfg, from_checkpoint=False):
+        model = super().build_model(cfg, from_checkpoint)
+        if self.fixed_config is not None:
+            model.space.validate(self.fixed_config)
+            model.set_active_subnet(self.fixed_config)
+        return model
+
+    def configs_for_update(self, model, update_num: int) -> list[SubTransformerConfig]:
+        if self.fixed_config is not None:
+            return [self.fixed_config]
+        return update_configs(model.space, self.cfg.sampler, self.cfg.seed, update_num)
+
+    def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
+        outputs = []
+        for config in self.configs_for_update(model, update_num):
+            model.set_active_subnet(config)
+            outputs.append(super().train_step(sample, model, criterion, optimizer, update_num, ignore_grad))
+        if len(outputs) == 1:
+            return outputs[0]
+        # Sandwich: gradients of all passes accumulate; report their mean loss.
+        loss = sum(o[0] for o in outputs)
+        sample_size = sum(o[1] for o in outputs)
+        logging_output = dict(outputs[0][2])
+        for key in LOSS_KEYS + ("sample_size",):
+            if key in logging_output:
+                logging_output[key] = sum(o[2][key] for o in outputs)
+        return loss, sample_size, logging_output
+
+    def valid_step(self, sample, model, criterion):
+        """Loss of the largest and the smallest SubTransformer (HAT's representative configs);
+        with a fixed config, its loss alone. ``loss`` is the largest's (fairseq's best metric)."""
+        model.eval()
+        if self.fixed_config is not None:
+            model.set_active_subnet(self.fixed_config)
+            with torch.no_grad():
+                return criterion(model, sample)
+        space = model.space
+        with torch.no_grad():
+            model.set_active_subnet(space.smallest())
+            small_loss, _, small_log = criterion(model, sample)
+            model.set_active_subnet(space.largest())
+            loss, sample_size, logging_output = criterion(model, sample)
+        logging_output = dict(logging_output)
+        for key in LOSS_KEYS:
+            logging_output[f"{key}_smallest"] = small_log[key]
+            logging_output[f"{key}_largest"] = logging_output[key]
+        return loss, sample_size, logging_output
+
+    def reduce_metrics(self, logging_outputs, criterion):
+        super().reduce_metrics(logging_outputs, criterion)
+        if not logging_outputs or "loss_smallest" not in logging_outputs[0]:
+            return
+        sample_size = sum(log.get("sample_size", 0) for log in logging_outputs)
+        ntokens = sum(log.get("ntokens", 0) for log in logging_outputs)
+        for which in ("largest", "smallest"):
+            loss = sum(float(log[f"loss_{which}"]) for log in logging_outputs)
+            nll = sum(float(log[f"nll_loss_{which}"]) for log in logging_outputs)
+            metrics.log_scalar(f"loss_{which}", loss / max(sample_size, 1) / math.log(2), sample_size, round=3)
+            metrics.log_scalar(f"nll_loss_{which}", nll / max(ntokens, 1) / math.log(2), ntokens, round=3)

@@ -1,0 +1,365 @@
+"""Evolutionary search under latency constraints (HAT's algorithm, with its flaws fixed).
+
+- Candidates are identified by ``archid``: fitness is cached, so parents and duplicates are never
+  evaluated twice, and one cache serves every constraint of the run.
+- Children are evaluated at the end of each iteration, so the last generation counts.
+- Rejection sampling against the predicted latency has a bounded number of tries; a constraint
+  below the feasible range fails at once with the range.
+- The full state is written atomically after every iteration; ``resume=True`` continues it and
+  ends with exactly the result of an uninterrupted run.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from hat.errors import HatError
+from hat.io import atomic_write_json
+from hat.search.operators import crossover, mutate
+from hat.space import Genome, SearchSpace, SubTransformerConfig
+
+log = logging.getLogger(__name__)
+STATE_FORMAT = "hat-search-state-v1"
+
+
+class LatencyModel:
+    """What the search needs from a predictor: ``predict(configs) -> ms`` (see LatencyPredictor)."""
+
+    def predict(self, configs: Sequence[SubTransformerConfig]) -> np.ndarray:  # pragma: no cover - protocol
+        raise NotImplementedError
+
+
+@dataclass
+class Candidate:
+    archid: str
+    config: SubTransformerConfig
+    latency_ms: float
+    loss: float | None = None
+
+
+@dataclass
+class ConstraintResult:
+    constraint_ms: float
+    best: Candidate
+    best_loss_per_iteration: list[float]
+    evaluations: int  # fitness evaluations spent for this constraint (cache hits not counted)
+
+
+@dataclass
+class SearchResult:
+    results: list[ConstraintResult]
+    candidates: dict[str, Candidate]
+    history: list[dict[str, Any]]
+    evaluations: int
+    feasible_range_ms: tuple[float, float]
+
+    def pareto_front(self) -> list[Candidate]:
+        """Evaluated candidates not beaten on both predicted latency and loss, by latency."""
+        evaluated = sorted((c for c in self.candidates.values() if c.loss is not None),
+                           key=lambda c: (c.latency_ms, c.loss))
+        front, best = [], float("inf")
+        for candidate in evaluated:
+            if candidate.loss < best:
+                front.append(candidate)
+                best = candidate.loss
+        return front
+
+
+@dataclass
+class _Progress:
+    """Everything needed to resume; serialised to JSON after each iteration."""
+
+    constraint_index: int = 0
+    iteration: int = -1  # -1: the initial population of this constraint is not evaluated yet
+    population: list[list[int]] = field(default_factory=list)
+    rng_state: Any = None
+    best_per_iteration: list[float] = field(default_factory=list)
+    evaluations_at_start: int = 0
+    finished: list[dict[str, Any]] = field(default_factory=list)
+
+
+class EvolutionarySearch:
+    """HAT's evolutionary search with a fitness cache, bounded rejection and resumable state.
+
+    Example:
+        >>> search = EvolutionarySearch(space, fitness, predictor, constraints=[100, 150], seed=0)
+        >>> result = search.run()
+        >>> result.results[0].best.config
+    """
+
+    def __init__(
+        self,
+        space: SearchSpace,
+        fitness: Callable[[SubTransformerConfig], float],
+        predictor: LatencyModel,
+        constraints: Sequence[float],
+        *,
+        seed: int = 0,
+        population: int = 125,
+        parents: int = 25,
+        mutations: int = 50,
+        crossovers: int = 50,
+        mutation_prob: float = 0.3,
+        iterations: int = 30,
+        max_tries: int = 200,
+        evaluator: Callable[[Sequence[SubTransformerConfig]], list[float]] | None = None,
+        state_path: str | Path | None = None,
+        progress: bool = True,
+    ) -> None:
+        if not constraints:
+            raise HatError("give at least one latency constraint")
+        if any(not np.isfinite(c) or c <= 0 for c in constraints):
+            raise HatError(f"latency constraints must be positive numbers (ms), got {list(constraints)}")
+        if parents < 1 or parents > population or mutations < 0 or crossovers < 0 or iterations < 0:
+            raise HatError("need 1 <= parents <= population, mutations >= 0, crossovers >= 0, iterations >= 0")
+        if not 0 <= mutation_prob <= 1:
+            raise HatError(f"mutation probability must be in [0, 1], got {mutation_prob}")
+        self.space, self.fitness, self.predictor = space, fitness, predictor
+        self.constraints = [float(c) for c in constraints]
+        self.seed = seed
+        self.population_size, self.parents, self.mutations, self.crossovers = population, parents, mutations, crossovers
+        self.mutation_prob, self.iterations, self.max_tries = mutation_prob, iterations, max_tries
+        from hat.search.evaluators import SerialEvaluator
+
+        self.evaluate = evaluator or SerialEvaluator(fitness)
+        self.state_path = Path(state_path) if state_path else None
+        self.progress = progress
+        self.candidates: dict[str, Candidate] = {}
+        self.history: list[dict[str, Any]] = []
+        self.evaluations = 0
+        self._state = _Progress()
+
+    # ---- candidates -------------------------------------------------------------------------
+    def _candidate(self, genome: Genome) -> Candidate:
+        config = self.space.decode(genome)
+        found = self.candidates.get(config.archid)
+        if found is None:
+            latency = float(self.predictor.predict([config])[0])
+            found = self.candidates[config.archid] = Candidate(config.archid, config, latency)
+        return found
+
+    def _evaluate(self, genomes: Sequence[Genome], iteration: int, constraint: float) -> None:
+        fresh: dict[str, Candidate] = {}
+        for genome in genomes:
+            candidate = self._candidate(genome)
+            if candidate.loss is None:
+                fresh[candidate.archid] = candidate
+        if fresh:
+            losses = self.evaluate([c.config for c in fresh.values()])
+            for candidate, loss in zip(fresh.values(), losses):
+                if not np.isfinite(loss):
+                    raise HatError(f"fitness returned {loss} for {candidate.archid}")
+                candidate.loss = float(loss)
+                self.history.append({
+                    "constraint_ms": constraint, "iteration": iteration, "archid": candidate.archid,
+                    "latency_ms": candidate.latency_ms, "loss": candidate.loss, "config": candidate.config.to_json(),
+                })
+            self.evaluations += len(fresh)
+
+    def feasible_range(self, samples: int = 2000) -> tuple[float, float]:
+        """Predicted latency range of the space (extremes plus a seeded sample)."""
+        rng = random.Random(f"range:{self.seed}")
+        configs = [self.space.smallest(), self.space.largest()] + [self.space.sample(rng=rng) for _ in range(samples)]
+        predicted = self.predictor.predict(configs)
+        return float(np.min(predicted)), float(np.max(predicted))
+
+    def _feasible_child(self, make: Callable[[], Genome], constraint: float, taken: set[str]) -> Genome | None:
+        for _ in range(self.max_tries):
+            genome = make()
+            candidate = self._candidate(genome)
+            if candidate.latency_ms <= constraint and candidate.archid not in taken:
+                taken.add(candidate.archid)
+                return genome
+        return None
+
+    # ---- state ------------------------------------------------------------------------------
+    def _save(self) -> None:
+        if self.state_path is None:
+            return
+        state = self._state
+        atomic_write_json(self.state_path, {
+            "format": STATE_FORMAT,
+            "settings": self._settings(),
+            "progress": {
+                "constraint_index": state.constraint_index, "iteration": state.iteration,
+                "population": state.population, "rng_state": state.rng_state,
+                "best_per_iteration": state.best_per_iteration, "evaluations_at_start": state.evaluations_at_start,
+                "finished": state.finished,
+            },
+            "evaluations": self.evaluations,
+            "candidates": [
+                {"archid": c.archid, "config": c.config.to_dict(), "latency_ms": c.latency_ms, "loss": c.loss}
+                for c in self.candidates.values() if c.loss is not None
+            ],
+            "history": self.history,
+        })
+
+    def _settings(self) -> dict[str, Any]:
+        return {
+            "space_fingerprint": self.space.fingerprint, "constraints": self.constraints, "seed": self.seed,
+            "population": self.population_size, "parents": self.parents, "mutations": self.mutations,
+            "crossovers": self.crossovers, "mutation_prob": self.mutation_prob, "iterations": self.iterations,
+            "max_tries": self.max_tries,
+        }
+
+    def _load(self) -> bool:
+        if self.state_path is None or not self.state_path.is_file():
+            return False
+        try:
+            data = json.loads(self.state_path.read_text())
+        except json.JSONDecodeError as err:
+            raise HatError(f"search state is corrupt ({err}); delete it to start over", self.state_path) from None
+        if data.get("format") != STATE_FORMAT:
+            raise HatError("not a HAT search state file", self.state_path)
+        if data["settings"] != self._settings():
+            raise HatError("search state was written with other settings (space, constraints, seed or sizes); "
+                           "use another --out or the same options", self.state_path)
+        for item in data["candidates"]:
+            config = SubTransformerConfig.from_dict(item["config"])
+            self.candidates[item["archid"]] = Candidate(item["archid"], config, item["latency_ms"], item["loss"])
+        self.history, self.evaluations = data["history"], data["evaluations"]
+        p = data["progress"]
+        self._state = _Progress(p["constraint_index"], p["iteration"], p["population"], p["rng_state"],
+                                p["best_per_iteration"], p["evaluations_at_start"], p["finished"])
+        return True
+
+    # ---- the algorithm ------------------------------------------------------------------------
+    def run(self, resume: bool = False) -> SearchResult:
+        from tqdm import tqdm
+
+        if resume:
+            if self._load():
+                log.info("resuming search from %s (%d evaluations so far)", self.state_path, self.evaluations)
+        elif self.state_path is not None and self.state_path.is_file():
+            raise HatError("a search state exists here; pass resume to continue it or use another output folder",
+                           self.state_path)
+        low, high = self.feasible_range()
+        for constraint in self.constraints:
+            if constraint < low:
+                raise HatError(f"latency constraint {constraint:g} ms is below the fastest SubTransformer of "
+                               f"'{self.space.name}' ({low:.2f} ms predicted); feasible range {low:.2f}-{high:.2f} ms")
+            if constraint >= high:
+                log.warning("constraint %.2f ms is above the slowest SubTransformer (%.2f ms): it does not bind",
+                            constraint, high)
+        state = self._state
+        while state.constraint_index < len(self.constraints):
+            constraint = self.constraints[state.constraint_index]
+            rng = random.Random(f"evolution:{self.seed}:{state.constraint_index}")
+            if state.rng_state is not None:
+                rng.setstate(_rng_state_from_json(state.rng_state))
+            bar = tqdm(total=self.iterations + 1, initial=state.iteration + 1, disable=not self.progress,
+                       desc=f"search <= {constraint:g} ms", unit="gen")
+            if state.iteration < 0:
+                state.evaluations_at_start = self.evaluations
+                taken: set[str] = set()
+                population = []
+                for _ in range(self.population_size):
+                    genome = self._feasible_child(lambda: self.space.sample_genome(rng), constraint, taken)
+                    if genome is not None:
+                        population.append(genome)
+                if not population:
+                    raise HatError(f"no SubTransformer under {constraint:g} ms found in {self.max_tries} tries")
+                self._evaluate(population, 0, constraint)
+                self._finish_iteration(state, population, rng, constraint, 0)
+                bar.update(1)
+            while state.iteration < self.iterations:
+                iteration = state.iteration + 1
+                population = [tuple(g) for g in state.population]
+                parents = self._select(population)
+                taken = {self._candidate(g).archid for g in parents}
+                children: list[Genome] = []
+                for _ in range(self.mutations):
+                    child = self._feasible_child(
+                        lambda: mutate(self.space, rng.choice(parents), self.mutation_prob, rng), constraint, taken)
+                    if child is not None:
+                        children.append(child)
+                for _ in range(self.crossovers):
+                    child = self._feasible_child(
+                        lambda: crossover(rng.choice(parents), rng.choice(parents), rng), constraint, taken)
+                    if child is not None:
+                        children.append(child)
+                population = parents + children
+                self._evaluate(population, iteration, constraint)
+                self._finish_iteration(state, population, rng, constraint, iteration)
+                bar.update(1)
+            bar.close()
+            best = self._best(constraint)
+            assert best.latency_ms <= constraint, "a returned config must satisfy its constraint"
+            state.finished.append({"constraint_ms": constraint, "archid": best.archid,
+                                   "best_per_iteration": state.best_per_iteration,
+                                   "evaluations": self.evaluations - state.evaluations_at_start})
+            self._state = state = _Progress(constraint_index=state.constraint_index + 1, finished=state.finished)
+            self._save()
+        return self._result((low, high))
+
+    def _select(self, population: list[Genome]) -> list[Genome]:
+        ranked = sorted(population, key=lambda g: (self._candidate(g).loss, self._candidate(g).archid))
+        return ranked[: self.parents]
+
+    def _best(self, constraint: float) -> Candidate:
+        feasible = [c for c in self.candidates.values() if c.loss is not None and c.latency_ms <= constraint]
+        return min(feasible, key=lambda c: (c.loss, c.archid))
+
+    def _finish_iteration(self, state: _Progress, population: list[Genome], rng: random.Random,
+                          constraint: float, iteration: int) -> None:
+        best = self._best(constraint)
+        state.iteration = iteration
+        state.population = [list(g) for g in population]
+        state.rng_state = _rng_state_to_json(rng.getstate())
+        state.best_per_iteration.append(best.loss)
+        log.info("constraint %g ms | iteration %d | best loss %.4f (%s, %.2f ms) | evaluations %d",
+                 constraint, iteration, best.loss, best.archid, best.latency_ms, self.evaluations)
+        self._save()
+
+    def _result(self, feasible: tuple[float, float]) -> SearchResult:
+        results = [
+            ConstraintResult(item["constraint_ms"], self.candidates[item["archid"]], item["best_per_iteration"],
+                             item["evaluations"])
+            for item in self._state.finished
+        ]
+        return SearchResult(results, self.candidates, self.history, self.evaluations, feasible)
+
+
+def _rng_state_to_json(state: tuple) -> list:
+    version, internal, gauss = state
+    return [version, list(internal), gauss]
+
+
+def _rng_state_from_json(data: list) -> tuple:
+    return (data[0], tuple(data[1]), data[2])
+
+
+def random_search(
+    space: SearchSpace,
+    fitness: Callable[[SubTransformerConfig], float],
+    predictor: LatencyModel,
+    constraint: float,
+    budget: int,
+    seed: int = 0,
+    max_tries: int = 200,
+    evaluator: Callable[[Sequence[SubTransformerConfig]], list[float]] | None = None,
+) -> Candidate:
+    """Baseline: ``budget`` distinct feasible configs sampled uniformly, best loss wins."""
+    rng = random.Random(f"random:{seed}")
+    chosen: dict[str, Candidate] = {}
+    tries = 0
+    while len(chosen) < budget and tries < budget * max_tries:
+        tries += 1
+        config = space.sample(rng=rng)
+        if config.archid in chosen:
+            continue
+        latency = float(predictor.predict([config])[0])
+        if latency <= constraint:
+            chosen[config.archid] = Candidate(config.archid, config, latency)
+    if not chosen:
+        raise HatError(f"random search found no SubTransformer under {constraint:g} ms")
+    evaluate = evaluator or (lambda configs: [float(fitness(c)) for c in configs])
+    for candidate, loss in zip(chosen.values(), evaluate([c.config for c in chosen.values()])):
+        candidate.loss = loss
+    return min(chosen.values(), key=lambda c: (c.loss, c.archid))

@@ -1,0 +1,64 @@
+"""Fitness functions. Any callable ``config -> float`` (lower is better) works with the search."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from hat.space import SubTransformerConfig
+
+
+class InheritedLossFitness:
+    """Validation loss (fairseq's label-smoothed CE, base 2) with weights inherited from the SuperTransformer.
+
+    The checkpoint and a fixed, seeded validation subset are loaded once, on first use, in the
+    process that evaluates (so a Ray actor loads its own copy). Threads are fixed so serial and
+    parallel evaluation give bit-identical losses.
+    """
+
+    def __init__(
+        self,
+        checkpoint: str | Path,
+        data: str | Path,
+        *,
+        split: str = "valid",
+        valid_subset: int | None = None,
+        seed: int = 0,
+        max_tokens: int = 4096,
+        label_smoothing: float = 0.1,
+        threads: int = 1,
+    ) -> None:
+        self.checkpoint, self.data = Path(checkpoint), Path(data)
+        self.split, self.valid_subset, self.seed = split, valid_subset, seed
+        self.max_tokens, self.label_smoothing, self.threads = max_tokens, label_smoothing, threads
+        self._loaded: Any = None
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_loaded"] = None  # workers load their own copy
+        return state
+
+    def load(self) -> None:
+        if self._loaded is None:
+            from hat.checkpoints import load_supernet
+            from hat.data.batches import load_batches
+
+            checkpoint = load_supernet(self.checkpoint)
+            batches = load_batches(self.data, self.split, max_tokens=self.max_tokens,
+                                   subset_size=self.valid_subset, seed=self.seed)
+            self._loaded = (checkpoint, batches)
+
+    @property
+    def space(self):
+        self.load()
+        return self._loaded[0].space
+
+    def __call__(self, config: SubTransformerConfig) -> float:
+        import torch
+
+        from hat.evaluation import validation_loss
+
+        self.load()
+        checkpoint, batches = self._loaded
+        torch.set_num_threads(self.threads)
+        checkpoint.supernet.set_active_subnet(config)
+        return validation_loss(checkpoint.supernet, batches, self.label_smoothing)

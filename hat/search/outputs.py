@@ -1,0 +1,80 @@
+"""Write a search's results: configs per constraint, history CSV, summary JSON, PNG plots."""
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+from typing import Any
+
+from hat.io import atomic_write_json, atomic_write_text
+from hat.search.evolution import SearchResult
+
+
+def best_config_path(out_dir: str | Path, constraint_ms: float) -> Path:
+    return Path(out_dir) / f"best_{constraint_ms:g}ms.yaml"
+
+
+def write_search_outputs(result: SearchResult, out_dir: str | Path, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    out = Path(out_dir)
+    for item in result.results:
+        item.best.config.to_yaml(best_config_path(out, item.constraint_ms))
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=["constraint_ms", "iteration", "archid", "latency_ms", "loss", "config"],
+                            lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(result.history)
+    atomic_write_text(out / "history.csv", text.getvalue())
+    summary = {
+        "evaluations": result.evaluations,
+        "feasible_range_ms": list(result.feasible_range_ms),
+        "results": [
+            {
+                "constraint_ms": item.constraint_ms, "archid": item.best.archid, "loss": item.best.loss,
+                "predicted_latency_ms": item.best.latency_ms, "evaluations": item.evaluations,
+                "config_file": best_config_path(out, item.constraint_ms).name, "config": item.best.config.to_dict(),
+                "best_loss_per_iteration": item.best_loss_per_iteration,
+            }
+            for item in result.results
+        ],
+        "pareto_front": [{"archid": c.archid, "latency_ms": c.latency_ms, "loss": c.loss} for c in result.pareto_front()],
+        **(extra or {}),
+    }
+    atomic_write_json(out / "summary.json", summary)
+    plot_search(result, out)
+    return summary
+
+
+def plot_search(result: SearchResult, out: Path) -> None:
+    from hat.plots import _pyplot
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for item in result.results:
+        ax.plot(range(len(item.best_loss_per_iteration)), item.best_loss_per_iteration, marker=".",
+                label=f"<= {item.constraint_ms:g} ms")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("best validation loss (inherited weights)")
+    ax.set_title("evolutionary search")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "best_loss.png", dpi=120)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    evaluated = [c for c in result.candidates.values() if c.loss is not None]
+    ax.scatter([c.latency_ms for c in evaluated], [c.loss for c in evaluated], s=6, alpha=0.3, color="gray",
+               label="evaluated")
+    front = result.pareto_front()
+    ax.plot([c.latency_ms for c in front], [c.loss for c in front], "b-", lw=1.5, label="Pareto front")
+    for item in result.results:
+        ax.axvline(item.constraint_ms, color="red", lw=0.8, ls="--")
+        ax.scatter([item.best.latency_ms], [item.best.loss], marker="*", s=160, color="red", zorder=5)
+        ax.annotate(f"{item.constraint_ms:g} ms", (item.best.latency_ms, item.best.loss),
+                    textcoords="offset points", xytext=(5, 5))
+    ax.set_xlabel("predicted latency (ms)")
+    ax.set_ylabel("validation loss")
+    ax.set_title("loss vs latency (chosen configs starred)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "pareto.png", dpi=120)
+    plt.close(fig)

@@ -1,0 +1,159 @@
+"""Training on fairseq through the ``--user-dir`` plugin (needs the ``train`` extra).
+
+``train()`` builds a fairseq-train command line with HAT's defaults and runs fairseq's own
+training loop in this process: checkpoints, resume (``checkpoint_last.pt``), logging and progress
+are fairseq's.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import yaml
+
+from hat.errors import HatError
+
+PLUGIN_DIR = Path(__file__).resolve().parent / "fairseq_plugin"
+log = logging.getLogger(__name__)
+
+# HAT-like defaults (its IWSLT recipe, sized down to CPU batches); every one can be overridden.
+DEFAULTS: dict[str, Any] = {
+    "optimizer": "adam",
+    "adam-betas": "(0.9, 0.98)",
+    "clip-norm": 0.0,
+    "lr": 5e-4,
+    "lr-scheduler": "inverse_sqrt",
+    "warmup-updates": 4000,
+    "warmup-init-lr": 1e-7,
+    "weight-decay": 1e-4,
+    "criterion": "label_smoothed_cross_entropy",
+    "label-smoothing": 0.1,
+    "max-tokens": 4096,
+    "dropout": 0.3,
+    "attention-dropout": 0.1,
+    "seed": 1,
+    "log-format": "simple",
+    "log-interval": 50,
+    "keep-last-epochs": 2,
+    "ddp-backend": "legacy_ddp",  # tolerates parameters that an update's SubTransformer leaves unused
+}
+
+
+def load_plugin() -> None:
+    """Register the plugin with fairseq exactly once (as fairseq's ``--user-dir`` would)."""
+    from argparse import Namespace
+
+    from fairseq import utils
+
+    utils.import_user_module(Namespace(user_dir=str(PLUGIN_DIR)))
+
+
+def options_to_argv(options: Mapping[str, Any]) -> list[str]:
+    """``{"max-tokens": 4096, "no-epoch-checkpoints": True}`` -> ``["--max-tokens", "4096", "--no-epoch-checkpoints"]``."""
+    argv: list[str] = []
+    for key, value in options.items():
+        flag = "--" + key.replace("_", "-")
+        if value is None or value is False:
+            continue
+        if value is True:
+            argv.append(flag)
+        elif isinstance(value, (list, tuple)):
+            argv += [flag, *map(str, value)]
+        else:
+            argv += [flag, str(value)]
+    return argv
+
+
+def load_options_file(path: str | Path) -> dict[str, Any]:
+    """Options from a YAML mapping (keys as fairseq flags without dashes, e.g. ``max-update: 1000``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise HatError("training config file not found", path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise HatError(f"malformed YAML: {str(err).splitlines()[0]}", path) from None
+    if not isinstance(data, dict):
+        raise HatError("a training config file must be a mapping of option: value", path)
+    return {str(k): v for k, v in data.items()}
+
+
+def build_train_argv(
+    *,
+    space: str | Path,
+    data: str | Path,
+    save_dir: str | Path,
+    subtransformer_config: str | Path | None = None,
+    sampler: str = "uniform",
+    options: Mapping[str, Any] | None = None,
+    extra_args: Sequence[str] = (),
+) -> list[str]:
+    from hat.data.prepare import load_data_meta
+    from hat.space import SearchSpace, SubTransformerConfig
+
+    space_obj = SearchSpace.from_yaml(space)
+    meta = load_data_meta(data)
+    if subtransformer_config is not None:
+        space_obj.validate(SubTransformerConfig.from_yaml(subtransformer_config))
+    merged = dict(DEFAULTS)
+    merged.update(options or {})
+    argv = [str(data), "--user-dir", str(PLUGIN_DIR), "--task", "hat_translation", "--arch", "hat_transformer",
+            "--search-space", str(space), "--save-dir", str(save_dir),
+            "--source-lang", meta["src"], "--target-lang", meta["tgt"], "--sampler", sampler]
+    if subtransformer_config is not None:
+        argv += ["--subtransformer-config", str(subtransformer_config)]
+    if not any(key in merged for key in ("cpu",)):
+        import torch
+
+        if not torch.cuda.is_available():
+            merged["cpu"] = True
+    return argv + options_to_argv(merged) + list(extra_args)
+
+
+def run_fairseq_train(argv: Sequence[str]) -> None:
+    """fairseq-train with ``argv``, in this process."""
+    from fairseq import distributed_utils, options
+    from fairseq.dataclass.utils import convert_namespace_to_omegaconf
+    from fairseq_cli import train as fairseq_train
+
+    parser = options.get_training_parser()
+    args = options.parse_args_and_arch(parser, input_args=list(argv))
+    cfg = convert_namespace_to_omegaconf(args)
+    distributed_utils.call_main(cfg, fairseq_train.main)
+
+
+def train(
+    *,
+    space: str | Path,
+    data: str | Path,
+    save_dir: str | Path,
+    subtransformer_config: str | Path | None = None,
+    restore_file: str | Path | None = None,
+    reset_optimizer: bool = False,
+    sampler: str = "uniform",
+    options: Mapping[str, Any] | None = None,
+    extra_args: Sequence[str] = (),
+) -> Path:
+    """Train a SuperTransformer (or, with ``subtransformer_config``, one fixed SubTransformer).
+
+    ``restore_file`` starts from a checkpoint: a SuperTransformer checkpoint with a
+    ``subtransformer_config`` fine-tunes the inherited weights (optimizer and schedule reset).
+    Re-running with the same ``save_dir`` resumes from its ``checkpoint_last.pt``.
+    Returns the path of ``checkpoint_last.pt``.
+    """
+    opts = dict(options or {})
+    if restore_file is not None:
+        restore = Path(restore_file)
+        if not restore.is_file():
+            raise HatError("checkpoint to start from not found", restore)
+        if not (Path(save_dir) / "checkpoint_last.pt").is_file():
+            opts["restore-file"] = str(restore)
+            if reset_optimizer:
+                opts.update({"reset-optimizer": True, "reset-lr-scheduler": True, "reset-dataloader": True,
+                             "reset-meters": True})
+    argv = build_train_argv(space=space, data=data, save_dir=save_dir, subtransformer_config=subtransformer_config,
+                            sampler=sampler, options=opts, extra_args=extra_args)
+    log.info("fairseq-train %s", " ".join(argv))
+    run_fairseq_train(argv)
+    return Path(save_dir) / "checkpoint_last.pt"

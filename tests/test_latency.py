@@ -1,0 +1,259 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from hat.errors import HatError
+from hat.latency import LatencyCollector, LatencyDataset, LatencyPredictor, LatencyTables, Protocol, measure_items
+from hat.latency.dataset import COLUMNS, write_dataset
+from hat.latency.features import HAT_FEATURES, hat_features, structural_features
+from hat.latency.predictor import fit_auto, split_indices
+from hat.latency.tables import table_entries
+from hat.latency.timers import make_timer
+from hat.space import SearchSpace
+from tests.conftest import ROOT, write_space
+
+MICRO = """
+name: micro_latency
+qkv_dim: 8
+share_all_embeddings: true
+encoder: {embed_dim: [16, 8], layers: [2], ffn_dim: [16, 8], heads: [2, 1]}
+decoder: {embed_dim: [16, 8], layers: [1, 2], ffn_dim: [16], self_heads: [2], cross_heads: [2, 1], ende_attn: [-1, 1]}
+"""
+FAST = Protocol(src_len=4, beam=2, vocab=50, warmup=1, runs=3, threads=1)
+HAT_CSV = ROOT.parent / "shared" / "data" / "hat_latency" / "iwslt14deen_gpu_titanxp_all.csv"
+
+
+@pytest.fixture
+def micro(tmp_path) -> SearchSpace:
+    return SearchSpace.from_yaml(write_space(tmp_path, MICRO))
+
+
+class CountingRunner:
+    """Local measurements, counting items; optionally dies after some chunks (a killed run)."""
+
+    def __init__(self, fail_after: int | None = None) -> None:
+        self.items, self.calls, self.fail_after = 0, 0, fail_after
+
+    def __call__(self, space, protocol, backend, items):
+        if self.fail_after is not None and self.calls >= self.fail_after:
+            raise KeyboardInterrupt
+        self.calls += 1
+        self.items += len(items) - 1  # minus the reference model
+        return measure_items(space, protocol, backend, items)
+
+
+def test_tables_cover_every_layer_config_and_estimate_sums(micro, tmp_path):
+    tables = LatencyCollector(micro, FAST, tmp_path, progress=False).collect_tables()
+    expected = table_entries(micro)
+    assert len(expected["encoder_layer"]) == 2 * 2 * 2 and len(expected["decoder_layer"]) == 2 * 2 * 2 * 2
+    for name, entries in expected.items():
+        assert set(tables.tables[name]) == {key for key, _ in entries}
+        assert all(e["mean"] > 0 and e["n"] == FAST.runs for e in tables.tables[name].values())
+    reloaded = LatencyTables.load(tmp_path / "tables.json")
+    reloaded.check_complete(micro)
+    config = micro.sample(seed=1)
+    enc, dec = reloaded.estimate(config)
+    assert enc == pytest.approx(
+        reloaded.entry_ms("encoder_embedding", f"e{config.encoder_embed_dim}")
+        + sum(reloaded.entry_ms("encoder_layer", f"e{config.encoder_embed_dim}_f{f}_h{h}")
+              for f, h in zip(config.encoder_ffn_dims, config.encoder_heads)))
+    assert dec > 0
+
+
+def test_dataset_rows_header_and_resume_after_kill(micro, tmp_path):
+    killed = CountingRunner(fail_after=1)
+    collector = LatencyCollector(micro, FAST, tmp_path, runner=killed, chunk_size=2, progress=False)
+    with pytest.raises(KeyboardInterrupt):
+        collector.collect_dataset(5, seed=0)
+    partial = LatencyDataset.load(tmp_path / "dataset.csv")
+    assert len(partial) == 2  # the finished chunk survived, written atomically
+    resumed = CountingRunner()
+    collector = LatencyCollector(micro, FAST, tmp_path, runner=resumed, chunk_size=2, progress=False)
+    data = collector.collect_dataset(5, seed=0)
+    assert resumed.items == 3 and len(data) == 5
+    assert [c.archid for c in data.configs] == [c.archid for c in collector.sample_configs(5, 0)]
+    assert data.meta["space_fingerprint"] == micro.fingerprint and data.meta["protocol"] == FAST.to_dict()
+    assert data.meta["device"]["threads"] == 1 and "torch" in data.meta["device"]
+    assert np.allclose(data.features, np.array([hat_features(c) for c in data.configs]))
+    assert (data.encoder_ms > 0).all() and (data.decoder_ms > 0).all()
+    reference = (tmp_path / "reference.csv").read_text().splitlines()
+    assert len(reference) == 1 + 3  # one reference timing per chunk
+    assert data.drift_corrected().total_ms.shape == data.total_ms.shape
+
+
+def test_resuming_with_another_protocol_is_refused(micro, tmp_path):
+    LatencyCollector(micro, FAST, tmp_path, progress=False).collect_dataset(1)
+    other = Protocol(**{**FAST.to_dict(), "src_len": 6})
+    with pytest.raises(HatError, match="another protocol"):
+        LatencyCollector(micro, other, tmp_path, progress=False).collect_dataset(1)
+
+
+def _synthetic_dataset(space: SearchSpace, n: int, seed: int = 0) -> LatencyDataset:
+    """Latencies that are an exact positive linear function of the structural features."""
+    configs = [space.sample(seed=seed * 10_000 + i) for i in range(n)]
+    features = np.array([hat_features(c) for c in configs])
+    weights = np.linspace(0.5, 2.0, len(structural_features(features[:1])[0]))
+    total = structural_features(features) @ weights + 3.0
+    return LatencyDataset(features, 0.2 * total, 0.8 * total, configs)
+
+
+def test_linear_predictor_recovers_a_linear_latency_model(wmt_space, tmp_path):
+    data = _synthetic_dataset(wmt_space, 300)
+    train, test = split_indices(len(data), 0.2, 0)
+    predictor = LatencyPredictor("linear").fit(data.subset(train))
+    scores = predictor.evaluate(data.subset(test))
+    assert scores["mape_pct"] < 1.0 and scores["within_5pct"] == 1.0 and scores["kendall_tau"] > 0.95
+    path = tmp_path / "p.json"
+    predictor.save(path)
+    loaded = LatencyPredictor.load(path)
+    assert np.array_equal(loaded.predict(data.configs), predictor.predict(data.configs))
+    assert json.loads(path.read_text())["format"] == "hat-latency-predictor-v1"
+
+
+def test_mlp_and_table_predictors_round_trip(micro, tmp_path):
+    tables = LatencyCollector(micro, FAST, tmp_path, progress=False).collect_tables()
+    data = _synthetic_dataset(micro, 40)
+    for kind in ("mlp", "table", "linear"):
+        predictor = LatencyPredictor(kind, tables=tables).fit(data, mlp_steps=50)
+        predictor.save(tmp_path / f"{kind}.json")
+        again = LatencyPredictor.load(tmp_path / f"{kind}.json")
+        assert np.allclose(again.predict(data.configs), predictor.predict(data.configs), rtol=1e-6)
+    model, scores = fit_auto(data, tables, seed=0, mlp_steps=50)
+    assert model.kind in scores and set(scores) == {"linear", "mlp", "table"}
+
+
+def test_table_sum_predictor_is_the_sum(micro, tmp_path):
+    tables = LatencyCollector(micro, FAST, tmp_path, progress=False).collect_tables()
+    configs = [micro.sample(seed=i) for i in range(5)]
+    predictor = LatencyPredictor("table", tables=tables)
+    assert np.allclose(predictor.predict(configs), [sum(tables.estimate(c)) for c in configs])
+
+
+def test_predictor_refuses_configs_of_another_space(micro, tiny_space, tmp_path):
+    tables = LatencyCollector(micro, FAST, tmp_path, progress=False).collect_tables()
+    predictor = LatencyPredictor("table", tables=tables)
+    with pytest.raises(HatError, match="no entry"):
+        predictor.predict([tiny_space.sample(seed=0)])
+    predictor.fit(_synthetic_dataset(micro, 12))
+    with pytest.raises(HatError, match="fitted for space 'micro_latency'"):
+        predictor.check_space(tiny_space)
+
+
+@pytest.mark.skipif(not HAT_CSV.is_file(), reason="shared HAT latency data not present")
+def test_reads_hats_published_csv():
+    data = LatencyDataset.load(HAT_CSV, fmt="hat")
+    assert len(data) == 2000 and data.configs is None and data.features.shape == (2000, 10)
+    assert (data.total_ms > 0).all()
+
+
+def _hat_csv(tmp_path: Path, rows: list[str], header: str | None = None) -> Path:
+    header = header or ",".join(HAT_FEATURES + ("latency_mean_encoder", "latency_mean_decoder",
+                                                "latency_std_encoder", "latency_std_decoder"))
+    path = tmp_path / "data.csv"
+    path.write_text("\n".join([header] + rows) + "\n")
+    return path
+
+
+GOOD_ROW = "640,6,2048,6,512,3,1024,4,4,2,5.5,120.0,0.1,0.5"
+
+
+@pytest.mark.parametrize(
+    "rows, header, message",
+    [
+        ([], None, "header but no rows"),
+        ([GOOD_ROW.replace("120.0", "nan")], None, "line 2: latency_mean_decoder = nan"),
+        ([GOOD_ROW, GOOD_ROW.replace("5.5", "-1")], None, "line 3: latency_mean_encoder = -1"),
+        ([GOOD_ROW, "640,6,2048"], None, "line 3: wrong number of fields"),
+        ([GOOD_ROW.replace("5.5", "fast")], None, "is not a number"),
+        ([GOOD_ROW], "encoder_embed_dim,encoder_layer_num", "missing column"),
+    ],
+)
+def test_bad_latency_csvs(tmp_path, rows, header, message):
+    path = _hat_csv(tmp_path, rows, header)
+    with pytest.raises(HatError, match=message) as info:
+        LatencyDataset.load(path, fmt="hat")
+    assert str(path) in str(info.value)
+
+
+def test_empty_and_corrupt_files(tmp_path):
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    with pytest.raises(HatError, match="empty"):
+        LatencyDataset.load(empty)
+    bad = tmp_path / "p.json"
+    bad.write_text("{not json")
+    with pytest.raises(HatError, match="not valid JSON"):
+        LatencyPredictor.load(bad)
+    bad.write_text('{"format": "something-else"}')
+    with pytest.raises(HatError, match="not a HAT latency predictor"):
+        LatencyPredictor.load(bad)
+    tables = tmp_path / "tables.json"
+    tables.write_text(json.dumps({"format": "hat-latency-tables-v1", "space": "x", "space_fingerprint": "y",
+                                  "protocol": {}, "device": {}, "tables": {"encoder_layer": {"e1": {"mean": -3}}}}))
+    with pytest.raises(HatError, match="invalid mean"):
+        LatencyTables.load(tables)
+
+
+def test_tables_of_another_space_are_refused(micro, tiny_space, tmp_path):
+    LatencyCollector(micro, FAST, tmp_path, progress=False).collect_tables()
+    with pytest.raises(HatError, match="measured for space 'micro_latency'"):
+        LatencyCollector(tiny_space, FAST, tmp_path, progress=False).collect_tables()
+
+
+def test_cuda_backend_is_refused_cleanly_without_a_gpu():
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present: covered by test_cuda_timing")
+    with pytest.raises(HatError, match="needs a CUDA GPU"):
+        make_timer("cuda")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU on this machine")
+def test_cuda_timing(micro):
+    results = measure_items(micro.to_dict(), FAST.to_dict(), "cuda",
+                            [{"kind": "model", "config": micro.smallest().to_dict(include_space=False)}])
+    assert results[0]["encoder"]["mean"] > 0 and results[0]["decoder"]["mean"] > 0
+
+
+def test_profile_and_predictor_cli(micro, tmp_path, capsys):
+    from hat.cli import main
+
+    space_file = write_space(tmp_path, MICRO, "space2.yaml")
+    out = tmp_path / "lt"
+    args = ["profile", "--space", str(space_file), "--samples", "12", "--test-samples", "3", "--src-len", "4",
+            "--beam", "2", "--vocab", "50", "--warmup", "1", "--runs", "3", "--out", str(out)]
+    assert main(args) == 0
+    assert (out / "tables.json").is_file() and (out / "dataset.csv").is_file() and (out / "test.csv").is_file()
+    train_ids = {r["archid"] for r in LatencyDataset.load(out / "dataset.csv").rows}
+    assert not train_ids & {r["archid"] for r in LatencyDataset.load(out / "test.csv").rows}
+    assert main(["predictor", "fit", "--data", str(out / "dataset.csv"), "--tables", str(out),
+                 "--model", "linear", "--out", str(tmp_path / "p.json")]) == 0
+    capsys.readouterr()
+    assert main(["predictor", "eval", "--predictor", str(tmp_path / "p.json"), "--data", str(out / "test.csv"),
+                 "--json", "--plot", str(tmp_path / "pvm.png")]) == 0
+    scores = json.loads(capsys.readouterr().out)
+    assert set(scores) == {"n", "rmse_ms", "mape_pct", "within_5pct", "within_10pct", "kendall_tau"}
+    assert (tmp_path / "pvm.png").stat().st_size > 1000
+    config = tmp_path / "c.yaml"
+    micro.sample(seed=2).to_yaml(config)
+    assert main(["predictor", "predict", "--predictor", str(tmp_path / "p.json"), "--config", str(config), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["latency_ms"] > 0
+
+
+def test_ray_runner_measures_on_the_node_with_the_resource(micro, tmp_path):
+    ray = pytest.importorskip("ray")
+    from hat.latency import ray_runner
+
+    ray.init(num_cpus=1, resources={"testdev": 1}, include_dashboard=False, log_to_driver=False)
+    try:
+        with pytest.raises(HatError, match="advertises resource 'rpi4'.*testdev"):
+            ray_runner("auto", "rpi4")
+        runner = ray_runner("auto", "testdev")
+        data = LatencyCollector(micro, FAST, tmp_path, runner=runner, chunk_size=2, progress=False).collect_dataset(3)
+        assert len(data) == 3 and (data.total_ms > 0).all()
+    finally:
+        ray.shutdown()
