@@ -142,7 +142,14 @@ def train(
     Re-running with the same ``save_dir`` resumes from its ``checkpoint_last.pt``.
     Returns the path of ``checkpoint_last.pt``.
     """
+    from hat.checkpoints import load_supernet
+    from hat.space import SearchSpace
+
     opts = dict(options or {})
+    space_obj = SearchSpace.from_yaml(space)
+    last = Path(save_dir) / "checkpoint_last.pt"
+    for existing in [p for p in (last, restore_file) if p is not None and Path(p).is_file()]:
+        load_supernet(existing, space_obj)  # refuses a checkpoint of another space, in one line
     if restore_file is not None:
         restore = Path(restore_file)
         if not restore.is_file():

@@ -54,3 +54,36 @@ def unshared_space(tmp_path: Path) -> SearchSpace:
 @pytest.fixture
 def elastic_encoder_space(tmp_path: Path) -> SearchSpace:
     return SearchSpace.from_yaml(write_space(tmp_path, ELASTIC_ENCODER_SPACE))
+
+
+TRAIN_OPTIONS = {"max-tokens": 1536, "warmup-updates": 10, "lr": 2e-3, "log-interval": 10,
+                 "no-epoch-checkpoints": True, "dropout": 0.1, "num-workers": 0}
+
+
+@pytest.fixture(scope="session")
+def data_bin(tmp_path_factory) -> Path:
+    """A small synthetic corpus, prepared (sentencepiece + fairseq binarization)."""
+    pytest.importorskip("fairseq")
+    from hat.data.prepare import prepare_data
+    from hat.data.synthetic import generate_corpus
+
+    root = tmp_path_factory.mktemp("synthetic")
+    generate_corpus(root / "raw", train=1500, valid=60, test=40, seed=3)
+    return prepare_data(src="en", tgt="de", train=root / "raw" / "train", valid=root / "raw" / "valid",
+                        test=root / "raw" / "test", out=root / "bin", vocab_size=400)
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory, data_bin) -> dict:
+    """A tiny SuperTransformer: 2 updates (kept as early.pt), then the same run resumed to 30."""
+    import shutil
+
+    from hat.training import train
+
+    save = tmp_path_factory.mktemp("ckpt")
+    space = SPACES / "tiny.yaml"
+    train(space=space, data=data_bin, save_dir=save, options={**TRAIN_OPTIONS, "max-update": 2})
+    early = save / "early.pt"
+    shutil.copy(save / "checkpoint_last.pt", early)
+    train(space=space, data=data_bin, save_dir=save, options={**TRAIN_OPTIONS, "max-update": 30})
+    return {"early": early, "last": save / "checkpoint_last.pt", "save": save}

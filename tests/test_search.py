@@ -1,0 +1,230 @@
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hat.errors import HatError
+from hat.latency import LatencyDataset, LatencyPredictor
+from hat.latency.features import hat_features
+from hat.search import EvolutionarySearch, InheritedLossFitness, random_search
+from hat.space import SearchSpace
+
+SMALL = dict(population=20, parents=5, mutations=8, crossovers=8, iterations=4)
+
+
+class ToyPredictor:
+    """Latency grows with every width and depth (enough structure for the search)."""
+
+    def predict(self, configs):
+        return np.array([c.encoder_embed_dim * 0.05 + sum(c.decoder_ffn_dims) * 0.01 + 3 * c.decoder_layers
+                         + sum(c.encoder_ffn_dims) * 0.005 for c in configs])
+
+
+class ToyFitness:
+    """Bigger is better, with an interaction the search has to find; counts its calls."""
+
+    def __init__(self, fail_after: int | None = None) -> None:
+        self.calls, self.seen, self.fail_after = 0, [], fail_after
+
+    def __call__(self, config) -> float:
+        if self.fail_after is not None and self.calls >= self.fail_after:
+            raise KeyboardInterrupt("killed")
+        self.calls += 1
+        self.seen.append(config.archid)
+        return (10 - 0.02 * config.decoder_embed_dim - 0.004 * sum(config.decoder_ffn_dims)
+                - 0.5 * config.decoder_layers + 0.2 * sum(v == 2 for v in config.decoder_ende_attn)
+                - 0.001 * sum(config.encoder_ffn_dims))
+
+
+def run(space, fitness=None, constraints=(12.0, 16.0), seed=0, **kwargs):
+    search = EvolutionarySearch(space, fitness or ToyFitness(), ToyPredictor(), list(constraints), seed=seed,
+                                progress=False, **{**SMALL, **kwargs})
+    return search, search.run()
+
+
+def test_same_seed_same_result_and_constraints_hold(tiny_space):
+    (_, first), (_, second) = run(tiny_space), run(tiny_space)
+    assert [r.best.archid for r in first.results] == [r.best.archid for r in second.results]
+    assert first.history == second.history
+    for item in first.results:
+        assert item.best.latency_ms <= item.constraint_ms
+        assert len(item.best_loss_per_iteration) == SMALL["iterations"] + 1
+        assert all(b >= a for a, b in zip(item.best_loss_per_iteration[1:], item.best_loss_per_iteration))  # elitist
+    (_, other) = run(tiny_space, seed=1)
+    assert other.history != first.history
+
+
+def test_duplicates_and_parents_are_never_evaluated_twice(tiny_space):
+    fitness = ToyFitness()
+    _, result = run(tiny_space, fitness)
+    assert fitness.calls == result.evaluations == len(set(fitness.seen)) == len(result.history)
+    # HAT's loop would evaluate population * (iterations + 1) per constraint.
+    assert result.evaluations < 2 * SMALL["population"] * (SMALL["iterations"] + 1)
+    assert sum(r.evaluations for r in result.results) == result.evaluations
+
+
+def test_pareto_front_is_non_dominated(tiny_space):
+    _, result = run(tiny_space)
+    front = result.pareto_front()
+    assert front and all(a.latency_ms <= b.latency_ms and a.loss > b.loss for a, b in zip(front, front[1:]))
+    evaluated = [c for c in result.candidates.values() if c.loss is not None]
+    for point in front:
+        assert not any(c.latency_ms < point.latency_ms and c.loss < point.loss for c in evaluated)
+
+
+def test_infeasible_constraint_is_reported_with_the_range(tiny_space):
+    search = EvolutionarySearch(tiny_space, ToyFitness(), ToyPredictor(), [1.0], progress=False, **SMALL)
+    with pytest.raises(HatError, match=r"below the fastest SubTransformer .* feasible range \d+\.\d+-\d+\.\d+ ms"):
+        search.run()
+
+
+def test_resume_after_kill_gives_the_uninterrupted_result(tiny_space, tmp_path):
+    _, reference = run(tiny_space)
+    state = tmp_path / "state.json"
+    killed = EvolutionarySearch(tiny_space, ToyFitness(fail_after=150), ToyPredictor(), [12.0, 16.0], seed=0,
+                                state_path=state, progress=False, **SMALL)
+    with pytest.raises(KeyboardInterrupt):
+        killed.run()
+    assert json.loads(state.read_text())["evaluations"] > 0  # progress was saved before the kill
+    with pytest.raises(HatError, match="pass resume"):
+        EvolutionarySearch(tiny_space, ToyFitness(), ToyPredictor(), [12.0, 16.0], seed=0, state_path=state,
+                           progress=False, **SMALL).run()
+    fitness = ToyFitness()
+    resumed = EvolutionarySearch(tiny_space, fitness, ToyPredictor(), [12.0, 16.0], seed=0, state_path=state,
+                                 progress=False, **SMALL).run(resume=True)
+    assert [r.best.archid for r in resumed.results] == [r.best.archid for r in reference.results]
+    assert resumed.history == reference.history and resumed.evaluations == reference.evaluations
+    assert fitness.calls < reference.evaluations  # finished work was not redone
+    with pytest.raises(HatError, match="other settings"):
+        EvolutionarySearch(tiny_space, ToyFitness(), ToyPredictor(), [12.0, 17.0], seed=0, state_path=state,
+                           progress=False, **SMALL).run(resume=True)
+
+
+def test_evolution_beats_random_search_with_the_same_budget(tiny_space):
+    _, result = run(tiny_space, constraints=(12.0,), iterations=8)
+    item = result.results[0]
+    baseline = random_search(tiny_space, ToyFitness(), ToyPredictor(), 12.0, item.evaluations, seed=0)
+    assert baseline.latency_ms <= 12.0
+    assert item.best.loss <= baseline.loss
+
+
+# ---- with a real (tiny) SuperTransformer -------------------------------------------------------
+@pytest.fixture(scope="module")
+def tiny_predictor(tmp_path_factory) -> Path:
+    """A linear predictor fitted on a parameter-count proxy of latency (no timing needed here)."""
+    space = SearchSpace.from_yaml(Path(__file__).parents[1] / "search_spaces" / "tiny.yaml")
+    configs = [space.sample(seed=i) for i in range(60)]
+    features = np.array([hat_features(c) for c in configs])
+    total = ToyPredictor().predict(configs)
+    data = LatencyDataset(features, 0.1 * total, 0.9 * total, configs, {"space": space.name,
+                                                                         "space_fingerprint": space.fingerprint})
+    path = tmp_path_factory.mktemp("predictor") / "p.json"
+    LatencyPredictor("linear").fit(data).save(path)
+    return path
+
+
+def test_inherited_loss_matches_fairseq_criterion(trained, data_bin, tiny_space):
+    """Our loss is fairseq's label_smoothed_cross_entropy 'loss', to the float."""
+    from fairseq import checkpoint_utils
+
+    from hat.training import load_plugin
+
+    load_plugin()
+    models, _, task = checkpoint_utils.load_model_ensemble_and_task([str(trained["last"])],
+                                                                    arg_overrides={"data": str(data_bin)})
+    model = models[0].eval()
+    config = tiny_space.sample(seed=5)
+    model.set_active_subnet(config)
+    task.load_dataset("valid")
+    from fairseq.criterions.label_smoothed_cross_entropy import LabelSmoothedCrossEntropyCriterion
+
+    criterion = LabelSmoothedCrossEntropyCriterion(task, sentence_avg=False, label_smoothing=0.1)
+    total, size = 0.0, 0
+    import torch
+
+    with torch.no_grad():
+        for sample in task.get_batch_iterator(task.dataset("valid"), max_tokens=4096).next_epoch_itr(shuffle=False):
+            loss, sample_size, _ = criterion(model, sample)
+            total, size = total + float(loss), size + sample_size
+    ours = InheritedLossFitness(trained["last"], data_bin)(config)
+    assert ours == pytest.approx(total / size / math.log(2), rel=1e-5)
+
+
+def test_ray_parallel_search_equals_serial_and_survives_a_dead_worker(trained, data_bin, tiny_space, tiny_predictor, tmp_path):
+    pytest.importorskip("ray")
+    import ray
+
+    import sys
+
+    from ray import cloudpickle
+
+    from hat.search import RayEvaluator
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import this test module
+    predictor = LatencyPredictor.load(tiny_predictor)
+    lo, hi = EvolutionarySearch(tiny_space, None, predictor, [1.0]).feasible_range()
+    constraint = lo + 0.5 * (hi - lo)
+    settings = dict(population=8, parents=3, mutations=3, crossovers=3, iterations=2)
+    fitness = InheritedLossFitness(trained["last"], data_bin, valid_subset=30, seed=1)
+    serial = EvolutionarySearch(tiny_space, fitness, predictor, [constraint], seed=0, progress=False, **settings).run()
+    evaluator = RayEvaluator(DyingOnce(fitness, tmp_path / "died"), workers=2)
+    try:
+        parallel = EvolutionarySearch(tiny_space, fitness, predictor, [constraint], seed=0, evaluator=evaluator,
+                                      progress=False, **settings).run()
+    finally:
+        evaluator.close()
+        ray.shutdown()
+    assert (tmp_path / "died").exists()  # a worker really died mid-search
+    assert parallel.history == serial.history
+    assert parallel.results[0].best.archid == serial.results[0].best.archid
+
+
+class DyingOnce:
+    """Kills its worker process on the first call (once per marker file); Ray restarts it and retries."""
+
+    def __init__(self, fitness, marker: Path) -> None:
+        self.fitness, self.marker = fitness, marker
+
+    def __call__(self, config) -> float:
+        if not self.marker.exists():
+            self.marker.write_text("x")
+            os._exit(1)
+        return self.fitness(config)
+
+
+def test_search_cli_writes_configs_history_summary_and_plots(trained, data_bin, tiny_predictor, tmp_path, capsys):
+    from hat.cli import main
+    from hat.space import SubTransformerConfig
+
+    space_file = Path(__file__).parents[1] / "search_spaces" / "tiny.yaml"
+    predictor = LatencyPredictor.load(tiny_predictor)
+    space = SearchSpace.from_yaml(space_file)
+    lo, hi = EvolutionarySearch(space, None, predictor, [1.0]).feasible_range()
+    constraints = [f"{lo + 0.3 * (hi - lo):.2f}", f"{lo + 0.7 * (hi - lo):.2f}"]
+    out = tmp_path / "search"
+    args = ["search", "--space", str(space_file), "--checkpoint", str(trained["last"]), "--data", str(data_bin),
+            "--predictor", str(tiny_predictor), "--latency-constraint", *constraints, "--population", "8",
+            "--parents", "3", "--mutations", "3", "--crossovers", "3", "--iterations", "2", "--valid-subset", "20",
+            "--random-search", "--out", str(out)]
+    assert main(args) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert len(summary["results"]) == 2 and len(summary["random_search"]) == 2
+    for item in summary["results"]:
+        config = SubTransformerConfig.from_yaml(out / item["config_file"])
+        space.validate(config)
+        assert float(predictor.predict([config])[0]) <= item["constraint_ms"]
+    assert (out / "history.csv").read_text().count("\n") == summary["evaluations"] + 1
+    for png in ("pareto.png", "best_loss.png"):
+        assert (out / png).stat().st_size > 5000
+    assert main(args + ["--resume"]) == 0  # a finished search resumes to the same result
+    assert json.loads((out / "summary.json").read_text())["results"] == summary["results"]
+    capsys.readouterr()
+    other = tmp_path / "other.yaml"
+    other.write_text(space_file.read_text().replace("embed_dim: [64, 48]", "embed_dim: [64, 32]", 1))
+    assert main(args[:2] + [str(other)] + args[3:-1] + [str(tmp_path / "s2")]) == 2
+    assert "trained on space 'tiny'" in capsys.readouterr().err

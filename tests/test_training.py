@@ -1,0 +1,132 @@
+"""Training on fairseq through the plugin, on a small synthetic corpus (CPU, tens of updates)."""
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("fairseq")
+
+from hat.checkpoints import load_supernet  # noqa: E402
+from hat.data.batches import load_batches  # noqa: E402
+from hat.errors import HatError  # noqa: E402
+from hat.evaluation import validation_loss  # noqa: E402
+from hat.space import SearchSpace  # noqa: E402
+from tests.conftest import SPACES, TRAIN_OPTIONS, write_space  # noqa: E402
+
+def test_prepare_writes_fairseq_data_bin(data_bin):
+    for name in ("dict.en.txt", "dict.de.txt", "spm.joint.model", "hat_data.json", "train.en-de.en.bin", "test.en-de.de.idx"):
+        assert (data_bin / name).is_file(), name
+    assert (data_bin / "dict.en.txt").read_text() == (data_bin / "dict.de.txt").read_text()  # joined
+
+
+def test_synthetic_corpus_is_deterministic(tmp_path):
+    from hat.data.synthetic import generate_corpus
+
+    generate_corpus(tmp_path / "a", train=50, valid=5, test=5, seed=9)
+    generate_corpus(tmp_path / "b", train=50, valid=5, test=5, seed=9)
+    assert (tmp_path / "a" / "train.de").read_text() == (tmp_path / "b" / "train.de").read_text()
+
+
+def test_resume_continues_the_update_count_and_losses_fall(trained, data_bin):
+    early, last = load_supernet(trained["early"]), load_supernet(trained["last"])
+    assert early.num_updates == 2 and last.num_updates == 30
+    batches = load_batches(data_bin, "valid")
+    for pick in ("largest", "smallest"):
+        config = getattr(early.space, pick)()
+        early.supernet.set_active_subnet(config)
+        last.supernet.set_active_subnet(config)
+        before, after = validation_loss(early.supernet, batches), validation_loss(last.supernet, batches)
+        assert math.isfinite(after) and after < before - 0.5, (pick, before, after)
+
+
+def test_update_sampling_is_a_function_of_seed_and_update(tiny_space):
+    from hat.training import load_plugin
+
+    load_plugin()
+    tasks = sys.modules["fairseq_plugin.tasks"]
+    per_update = [tasks.update_configs(tiny_space, "uniform", 1, n)[0].archid for n in range(40)]
+    assert len(set(per_update)) > 30
+    assert per_update == [tasks.update_configs(tiny_space, "uniform", 1, n)[0].archid for n in range(40)]
+    assert per_update != [tasks.update_configs(tiny_space, "uniform", 2, n)[0].archid for n in range(40)]
+    sandwich = tasks.update_configs(tiny_space, "sandwich", 1, 7)
+    assert sandwich[:2] == [tiny_space.largest(), tiny_space.smallest()] and sandwich[2].archid == per_update[7]
+
+
+def test_train_step_activates_the_update_config(data_bin, tiny_space):
+    """Every micro-batch of an update (train_step replays) trains the same sampled SubTransformer."""
+    from fairseq import options, tasks as fairseq_tasks
+    from fairseq.dataclass.utils import convert_namespace_to_omegaconf
+
+    from hat.training import build_train_argv, load_plugin
+
+    load_plugin()
+    argv = build_train_argv(space=SPACES / "tiny.yaml", data=data_bin, save_dir="/nonexistent", options=TRAIN_OPTIONS)
+    cfg = convert_namespace_to_omegaconf(options.parse_args_and_arch(options.get_training_parser(), input_args=argv))
+    task = fairseq_tasks.setup_task(cfg.task)
+    model = task.build_model(cfg.model)
+    criterion = task.build_criterion(cfg.criterion)
+    task.load_dataset("valid")
+    sample = next(iter(task.get_batch_iterator(task.dataset("valid"), max_tokens=512).next_epoch_itr(shuffle=False)))
+
+    class NoOptimizer:
+        def backward(self, loss):
+            loss.backward()
+
+    plugin_tasks = sys.modules["fairseq_plugin.tasks"]
+    for update in (3, 3, 4):
+        task.train_step(sample, model, criterion, NoOptimizer(), update)
+        assert model.supernet.active_config == plugin_tasks.update_configs(model.space, "uniform", cfg.task.seed, update)[0]
+    _, _, log = task.valid_step(sample, model, criterion)
+    assert log["loss_largest"] == log["loss"] and "loss_smallest" in log
+
+
+def test_fairseq_generate_with_the_plugin(trained, data_bin):
+    from hat.training import PLUGIN_DIR
+
+    generate = Path(sys.executable).with_name("fairseq-generate")
+    proc = subprocess.run(
+        [str(generate), str(data_bin), "--user-dir", str(PLUGIN_DIR), "--path", str(trained["last"]),
+         "--task", "hat_translation", "--gen-subset", "test", "--beam", "2", "--batch-size", "16", "--cpu",
+         "--max-len-b", "20"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    hypotheses = [line for line in proc.stdout.splitlines() if line.startswith("H-")]
+    assert len(hypotheses) == 40
+
+
+def test_evaluate_returns_finite_loss_and_bleu(trained, data_bin, capsys):
+    import json
+
+    from hat.cli import main
+
+    assert main(["evaluate", "--checkpoint", str(trained["last"]), "--data", str(data_bin), "--beam", "2", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert math.isfinite(result["loss"]) and 0.0 <= result["bleu"] <= 100.0 and result["sentences"] == 40
+
+
+def test_checkpoint_of_another_space_is_refused(trained, tmp_path, data_bin):
+    from hat.training import train
+
+    other = SearchSpace.from_yaml(write_space(tmp_path, (SPACES / "tiny.yaml").read_text().replace("ffn_dim: [256, 128, 64]\n  heads", "ffn_dim: [256, 128]\n  heads", 1), "other.yaml"))
+    with pytest.raises(HatError, match="trained on space 'tiny'"):
+        load_supernet(trained["last"], other)
+    with pytest.raises(HatError, match="trained on space 'tiny'"):
+        train(space=tmp_path / "other.yaml", data=data_bin, save_dir=tmp_path / "x", restore_file=trained["last"],
+              options={**TRAIN_OPTIONS, "max-update": 1})
+
+
+def test_fixed_subtransformer_finetunes_from_inherited_weights(trained, data_bin, tmp_path, tiny_space):
+    from hat.training import train
+
+    config = tiny_space.smallest()
+    config_file = tmp_path / "sub.yaml"
+    config.to_yaml(config_file)
+    last = train(space=SPACES / "tiny.yaml", data=data_bin, save_dir=tmp_path / "ft", subtransformer_config=config_file,
+                 restore_file=trained["last"], reset_optimizer=True, options={**TRAIN_OPTIONS, "max-update": 5})
+    loaded = load_supernet(last)
+    assert loaded.fixed_config == config and loaded.num_updates == 5
