@@ -98,39 +98,3 @@ def load_supernet(path: str | Path, space: SearchSpace | None = None) -> LoadedC
         fixed = SubTransformerConfig.from_yaml(fixed_path) if fixed_path.is_file() else None
     num_updates = int(((state.get("optimizer_history") or [{}])[-1]).get("num_updates", 0))
     return LoadedCheckpoint(supernet.eval(), stored, fixed, num_updates, file_sha256(path), path)
-
-
-class Dictionary:
-    """fairseq's dictionary text format (``symbol count`` per line after 4 specials), read without fairseq."""
-
-    SPECIALS = ("<s>", "<pad>", "</s>", "<unk>")
-
-    def __init__(self, symbols: list[str]) -> None:
-        self.symbols = symbols
-        self.index = {s: i for i, s in enumerate(symbols)}
-        self.bos, self.pad, self.eos, self.unk = 0, 1, 2, 3
-
-    @classmethod
-    def load(cls, path: str | Path) -> "Dictionary":
-        path = Path(path)
-        if not path.is_file():
-            raise HatError("dictionary file not found", path)
-        symbols = list(cls.SPECIALS)
-        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-            parts = line.rstrip().rsplit(" ", 1)
-            if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
-                if line.strip().endswith("#fairseq:overwrite"):
-                    parts = line.rsplit(" ", 2)[:1] + ["0"]
-                else:
-                    raise HatError(f"line {number}: expected 'symbol count', got {line!r}", path)
-            symbols.append(parts[0])
-        return cls(symbols)
-
-    def __len__(self) -> int:
-        return len(self.symbols)
-
-    def encode(self, pieces: list[str]) -> list[int]:
-        return [self.index.get(p, self.unk) for p in pieces] + [self.eos]
-
-    def decode(self, ids: list[int]) -> list[str]:
-        return [self.symbols[i] for i in ids if i not in (self.bos, self.pad, self.eos)]

@@ -10,7 +10,7 @@ from hat.errors import HatError
 
 # Command groups: (module, help). Modules are imported when the parser is built; each must import
 # only what its commands need at parse time (fairseq and onnxruntime are imported inside handlers).
-COMMAND_MODULES = ("hat.cli.space", "hat.cli.latency", "hat.cli.train", "hat.cli.search")
+COMMAND_MODULES = ("hat.cli.space", "hat.cli.latency", "hat.cli.train", "hat.cli.search", "hat.cli.export")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -15,7 +15,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     profile = commands.add_parser("profile", help="measure latency tables and an end-to-end dataset on this device")
     profile.add_argument("--space", type=Path, required=True)
     profile.add_argument("--device", help="device name (default: from the CPU/GPU model and threads)")
-    profile.add_argument("--backend", choices=["torch", "cuda"], default="torch")
+    profile.add_argument("--backend", choices=["torch", "cuda", "onnxruntime"], default="torch",
+                         help="onnxruntime exports each SubTransformer on the fly (end-to-end only: use --no-tables)")
     profile.add_argument("--threads", type=int, default=1, help="intra-op threads (fixed during measurement)")
     profile.add_argument("--samples", type=int, default=200, help="end-to-end SubTransformers to measure")
     profile.add_argument("--test-samples", type=int, default=0, help="further SubTransformers measured into test.csv")

@@ -39,21 +39,49 @@ def measure_items(space_dict: dict, protocol_dict: dict, backend: str, items: li
 
     Takes and returns plain data so it can travel to a remote device that has only torch installed.
     """
+    import tempfile
+
     import torch
 
-    from hat.latency import workloads as wl
     from hat.latency.timers import make_timer
 
     space, protocol = SearchSpace.from_dict(space_dict), Protocol(**protocol_dict)
     timer = make_timer(backend)
     torch.set_num_threads(protocol.threads)
+    with tempfile.TemporaryDirectory(prefix="hat_measure_") as tmp:
+        return _measure(space, protocol, backend, timer, items, tmp)
+
+
+def _onnxruntime_parts(space: SearchSpace, config: SubTransformerConfig, protocol: Protocol, tmp: str) -> list:
+    """Export the SubTransformer on the fly and time its two onnxruntime sessions."""
+    from hat.export.graphs import export_onnx
+    from hat.export.runtime import OnnxRuntimeModel
+    from hat.export.verify import ModelWorkload
+    from hat.latency import workloads as wl
+
+    model = wl.build_model(space, config, protocol, "cpu")
+    encoder, decoder = f"{tmp}/{config.archid}.encoder.onnx", f"{tmp}/{config.archid}.decoder.onnx"
+    export_onnx(model, encoder, decoder)
+    work = ModelWorkload(OnnxRuntimeModel(encoder, decoder, model.dims.padding_idx, protocol.threads), protocol)
+    work.encoder()
+    return [work.encoder, work.decoder]
+
+
+def _measure(space: SearchSpace, protocol: Protocol, backend: str, timer, items: list[Item], tmp: str) -> list[Result]:
+    from hat.latency import workloads as wl
+
     parts: list[list[Callable[[], object] | None]] = []
     for item in items:
         kind, args = item["kind"], item.get("args", [])
-        if kind == "model":
+        if kind == "model" and backend == "onnxruntime":
+            parts.append(_onnxruntime_parts(space, SubTransformerConfig.from_dict(item["config"]), protocol, tmp))
+        elif kind == "model":
             config = SubTransformerConfig.from_dict(item["config"])
             work = wl.model_workload(wl.build_model(space, config, protocol, timer.device), protocol, timer.device)
             parts.append([work.encoder, work.decoder])
+        elif backend == "onnxruntime":
+            raise HatError("per-layer tables are measured with torch; with --backend onnxruntime use --no-tables "
+                           "(the predictor then learns from end-to-end measurements)")
         elif kind == "encoder_layer":
             parts.append([wl.encoder_layer_workload(space, *args, protocol, timer.device), None])
         elif kind == "decoder_layer":

@@ -99,12 +99,13 @@ class LatencyPredictor:
         else:
             self.params = _fit_mlp(dataset.features, y, self.mlp_hidden, seed, mlp_steps)
         self.info = {"train": metrics(self._predict_arrays(dataset.features, sums), y)}
-        if self.tables is not None:
-            self.info.update(space=self.tables.space_name, space_fingerprint=self.tables.space_fingerprint,
-                             device=self.tables.device)
-        elif dataset.meta:
+        if dataset.meta:
             self.info.update(space=dataset.meta.get("space"), space_fingerprint=dataset.meta.get("space_fingerprint"),
-                             device=dataset.meta.get("device"))
+                             device=dataset.meta.get("device"), protocol=dataset.meta.get("protocol"))
+        if self.tables is not None:
+            self.info.update(space=self.tables.space_name, space_fingerprint=self.tables.space_fingerprint)
+            self.info.setdefault("device", self.tables.device)
+            self.info.setdefault("protocol", self.tables.protocol)
         return self
 
     # ---- prediction --------------------------------------------------------------------------

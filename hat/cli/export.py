@@ -1,0 +1,94 @@
+"""``hat export``, ``hat translate`` and ``hat verify``."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from hat.errors import HatError
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    ex = commands.add_parser("export", help="write a standalone SubTransformer (optionally ONNX, int8)")
+    ex.add_argument("--checkpoint", type=Path, required=True)
+    ex.add_argument("--config", type=Path, help="SubTransformer config (default: the checkpoint's own, or the largest)")
+    ex.add_argument("--data", type=Path, required=True, help="data-bin folder (dictionaries, sentencepiece models)")
+    ex.add_argument("--out", type=Path, required=True)
+    ex.add_argument("--onnx", action="store_true", help="also export encoder and decoder-step ONNX graphs")
+    ex.add_argument("--quantize", choices=["int8"], help="onnxruntime dynamic int8 quantization of both graphs")
+    ex.set_defaults(handler=cmd_export)
+
+    tr = commands.add_parser("translate", help="translate stdin (or --input) with an exported model")
+    tr.add_argument("--model", type=Path, required=True)
+    tr.add_argument("--backend", choices=["onnxruntime", "torch"], default="onnxruntime")
+    tr.add_argument("--precision", choices=["fp32", "int8"], default="fp32")
+    tr.add_argument("--beam", type=int, default=5)
+    tr.add_argument("--lenpen", type=float, default=1.0)
+    tr.add_argument("--threads", type=int)
+    tr.add_argument("--input", type=Path)
+    tr.set_defaults(handler=cmd_translate)
+
+    ve = commands.add_parser("verify", help="measured vs predicted latency of an exported model")
+    ve.add_argument("--model", type=Path, required=True)
+    ve.add_argument("--predictor", type=Path, required=True)
+    ve.add_argument("--constraint", type=float, help="fail (exit 1) if measured latency exceeds it beyond --tolerance")
+    ve.add_argument("--tolerance", type=float, default=0.05, help="allowed excess over --constraint (fraction)")
+    ve.add_argument("--backend", choices=["onnxruntime", "torch"], default="onnxruntime")
+    ve.add_argument("--precision", choices=["fp32", "int8"], default="fp32")
+    ve.add_argument("--runs", type=int, help="timed runs (default: the predictor's protocol)")
+    ve.add_argument("--json", action="store_true")
+    ve.set_defaults(handler=cmd_verify)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from hat.export.model_dir import export_model
+
+    out = export_model(args.checkpoint, args.config, args.data, args.out, onnx=args.onnx, quantize=args.quantize)
+    print(out)
+    return 0
+
+
+def cmd_translate(args: argparse.Namespace) -> int:
+    from hat.export.runtime import Translator
+
+    if args.beam < 1:
+        raise HatError("--beam must be at least 1")
+    translator = Translator(args.model, args.backend, args.precision, args.threads)
+    if args.input is not None:
+        if not args.input.is_file():
+            raise HatError("input file not found", args.input)
+        lines = args.input.read_text(encoding="utf-8").splitlines()
+    else:
+        lines = sys.stdin.read().splitlines()
+    for line in lines:
+        print(translator.translate(line, beam=args.beam, lenpen=args.lenpen) if line.strip() else "", flush=True)
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from hat.export.verify import verify_model
+    from hat.latency.protocol import Protocol
+
+    protocol = None
+    if args.runs is not None:
+        from hat.latency.predictor import LatencyPredictor
+
+        stored = LatencyPredictor.load(args.predictor).info.get("protocol") or {}
+        protocol = Protocol(**{**stored, "runs": args.runs})
+    report = verify_model(args.model, args.predictor, backend=args.backend, precision=args.precision, protocol=protocol)
+    over = args.constraint is not None and report["measured_ms"] > args.constraint * (1 + args.tolerance)
+    report.update(constraint_ms=args.constraint, tolerance=args.tolerance, within_constraint=not over)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(f"{report['model']} ({report['archid']}, {args.backend} {args.precision})")
+        print(f"  measured : encoder {report['measured_encoder_ms']:.2f} ms + decoder {report['measured_decoder_ms']:.2f} ms"
+              f" = {report['measured_ms']:.2f} ms (± {report['measured_std_ms']:.2f})")
+        print(f"  predicted: {report['predicted_ms']:.2f} ms (relative error {100 * report['relative_error']:+.1f}%)")
+        for note in report["notes"]:
+            print(f"  note: {note}")
+        if args.constraint is not None:
+            verdict = "EXCEEDS" if over else "meets"
+            print(f"  {verdict} the {args.constraint:g} ms constraint (tolerance {100 * args.tolerance:.0f}%)")
+    return 1 if over else 0

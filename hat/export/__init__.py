@@ -1,0 +1,1 @@
+"""Export of SubTransformers for deployment: model directories, ONNX graphs, runtimes, beam search."""

@@ -1,0 +1,115 @@
+"""The two computations a deployed model runs, as torch modules that export to ONNX.
+
+- ``EncoderGraph``: source tokens -> padding mask and, for every decoder layer, the keys/values
+  of its encoder-decoder attention (projected once per sentence).
+- ``DecoderStepGraph``: one token per row, its position, the mask, the cross keys/values and the
+  self-attention cache so far -> log-probabilities and the grown cache.
+The cache is explicit, so beam search runs outside the graph (numpy) on any runtime.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hat.subtransformer import SubTransformer
+
+
+def cache_names(num_layers: int) -> tuple[list[str], list[str], list[str]]:
+    cross = [f"{kind}_{i}" for i in range(num_layers) for kind in ("cross_k", "cross_v")]
+    past = [f"{kind}_{i}" for i in range(num_layers) for kind in ("past_k", "past_v")]
+    present = [f"{kind}_{i}" for i in range(num_layers) for kind in ("present_k", "present_v")]
+    return cross, past, present
+
+
+class EncoderGraph(nn.Module):
+    def __init__(self, model: SubTransformer) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, src_tokens: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        encoder_out = self.model.encoder(src_tokens)
+        padding_mask = src_tokens.eq(self.model.encoder.padding_idx)
+        outputs: list[torch.Tensor] = [padding_mask]
+        for layer in self.model.decoder.layers:
+            memory = torch.cat(encoder_out.states[::-1][: layer.ende_layers], dim=1)
+            outputs.extend(layer.encoder_attn.project_kv(memory))
+        return tuple(outputs)
+
+
+class DecoderStepGraph(nn.Module):
+    def __init__(self, model: SubTransformer) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, tokens: torch.Tensor, positions: torch.Tensor, padding_mask: torch.Tensor,
+                *caches: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """tokens/positions (B, 1) int64; padding_mask (B, S) bool; caches: cross k/v of every layer,
+        then past k/v of every layer. Returns log-probs (B, V) and present k/v of every layer."""
+        decoder = self.model.decoder
+        layers = list(decoder.layers)
+        cross, past = caches[: 2 * len(layers)], caches[2 * len(layers):]
+        dim = decoder.embed_dim
+        weight = decoder.embed_tokens.weight[:, :dim]
+        x = math.sqrt(dim) * F.embedding(tokens, weight) + decoder.positions.table[:, :dim][positions]
+        present: list[torch.Tensor] = []
+        for i, layer in enumerate(layers):
+            cache = {
+                "self_k": past[2 * i], "self_v": past[2 * i + 1],
+                "cross_k": cross[2 * i], "cross_v": cross[2 * i + 1],
+                "cross_padding_mask": padding_mask.repeat(1, layer.ende_layers),
+            }
+            x = layer(x, None, None, None, cache)
+            present.extend([cache["self_k"], cache["self_v"]])
+        log_probs = F.log_softmax(decoder.output_layer(x)[:, -1].float(), dim=-1)
+        return (log_probs, *present)
+
+
+def example_inputs(model: SubTransformer, batch: int = 2, src_len: int = 7, past_len: int = 3):
+    """Inputs with sizes >= 2 so the exporter keeps every dynamic dimension symbolic."""
+    pad = model.dims.padding_idx
+    src = torch.randint(pad + 3, model.dims.src_vocab_size, (batch, src_len))
+    with torch.no_grad():
+        enc = EncoderGraph(model)(src)
+    mask, cross = enc[0], enc[1:]
+    qkv = model.dims.qkv_dim
+    past = []
+    for layer in model.decoder.layers:
+        heads = layer.self_attn.num_heads
+        # Distinct tensors: the exporter merges aliased example inputs into one graph input.
+        past += [torch.randn(batch, heads, past_len, qkv // heads) for _ in range(2)]
+    tokens = torch.randint(pad + 3, model.dims.tgt_vocab_size, (batch, 1))
+    positions = torch.full((batch, 1), pad + 1 + past_len, dtype=torch.long)
+    return src, (tokens, positions, mask, *cross, *past)
+
+
+def export_onnx(model: SubTransformer, encoder_path: str, decoder_path: str) -> None:
+    """Export both graphs with dynamic batch (= beam rows), source length and cache length."""
+    import warnings
+
+    from torch.export import Dim
+
+    model = model.eval()
+    layers = len(model.decoder.layers)
+    cross_names, past_names, present_names = cache_names(layers)
+    src, step_inputs = example_inputs(model)
+    batch, src_len, past_len = Dim("batch"), Dim("src_len"), Dim("past_len")
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            EncoderGraph(model), (src,), encoder_path, dynamo=True, verbose=False,
+            input_names=["src_tokens"], output_names=["padding_mask", *cross_names],
+            dynamic_shapes=({0: batch, 1: src_len},),
+        )
+        # Layer i attends to the last k_i encoder outputs concatenated in time: k_i * src_len keys.
+        cross = [{0: batch, 2: src_len if layer.ende_layers == 1 else layer.ende_layers * src_len}
+                 for layer in model.decoder.layers for _ in range(2)]
+        caches = tuple(cross + [{0: batch, 2: past_len}] * len(past_names))
+        shapes = ({0: batch}, {0: batch}, {0: batch, 1: src_len}, caches)  # *caches is one nested entry
+        torch.onnx.export(
+            DecoderStepGraph(model), step_inputs, decoder_path, dynamo=True, verbose=False,
+            input_names=["tokens", "positions", "padding_mask", *cross_names, *past_names],
+            output_names=["log_probs", *present_names], dynamic_shapes=shapes,
+        )

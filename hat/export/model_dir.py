@@ -1,0 +1,119 @@
+"""A self-contained model directory: SubTransformer weights only, config, dictionaries, sentencepiece
+models, a manifest, and optionally ONNX graphs (fp32 and int8).
+
+Writing needs torch; reading the ONNX side needs only numpy, pyyaml, onnxruntime and sentencepiece.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+from hat.errors import HatError
+from hat.io import atomic_write_json
+
+log = logging.getLogger(__name__)
+MANIFEST, WEIGHTS, CONFIG = "manifest.json", "weights.safetensors", "config.yaml"
+ONNX_FILES = {"fp32": ("encoder.onnx", "decoder_step.onnx"), "int8": ("encoder.int8.onnx", "decoder_step.int8.onnx")}
+FORMAT = "hat-model-v1"
+
+
+def export_model(
+    checkpoint: str | Path,
+    config_path: str | Path | None,
+    data: str | Path,
+    out: str | Path,
+    *,
+    onnx: bool = False,
+    quantize: str | None = None,
+) -> Path:
+    """Extract ``config``'s SubTransformer from a checkpoint into ``out`` (see module docstring)."""
+    import torch
+    from safetensors.torch import save_model
+
+    from hat.checkpoints import load_supernet
+    from hat.data.prepare import load_data_meta
+    from hat.space import SubTransformerConfig
+    from hat.subtransformer import count_parameters, extract_subtransformer
+
+    if quantize not in (None, "int8"):
+        raise HatError(f"--quantize supports int8 only, got '{quantize}'")
+    if quantize and not onnx:
+        raise HatError("--quantize int8 quantizes the ONNX graphs: add --onnx")
+    loaded = load_supernet(checkpoint)
+    if config_path is not None:
+        config = SubTransformerConfig.from_yaml(config_path)
+        try:
+            loaded.space.validate(config)
+        except HatError as err:
+            raise HatError(str(err), config_path) from None
+    else:
+        config = loaded.fixed_config or loaded.space.largest()
+    meta = load_data_meta(data)
+    data = Path(data)
+    src_dict, tgt_dict = data / f"dict.{meta['src']}.txt", data / f"dict.{meta['tgt']}.txt"
+    from hat.export.dictionary import Dictionary
+
+    if len(Dictionary.load(src_dict)) != loaded.supernet.src_vocab_size or \
+            len(Dictionary.load(tgt_dict)) != loaded.supernet.tgt_vocab_size:
+        raise HatError("the data folder's dictionaries do not match the checkpoint's vocabulary sizes", data)
+    model = extract_subtransformer(loaded.supernet, config).eval()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_model(model, str(out / WEIGHTS))
+    config.to_yaml(out / CONFIG)
+    shutil.copy(src_dict, out / "dict.src.txt")
+    shutil.copy(tgt_dict, out / "dict.tgt.txt")
+    spm = {}
+    for lang, side in ((meta["src"], "src"), (meta["tgt"], "tgt")):
+        name = (meta.get("sentencepiece") or {}).get(lang)
+        if name:
+            shutil.copy(data / name, out / f"spm.{side}.model")
+            spm[side] = f"spm.{side}.model"
+    manifest: dict[str, Any] = {
+        "format": FORMAT,
+        "space": loaded.space.name, "space_fingerprint": loaded.space.fingerprint,
+        "archid": config.archid,
+        "parameters": count_parameters(config, model.dims),
+        "parameters_without_embeddings": count_parameters(config, model.dims, include_embeddings=False),
+        "dims": model.dims.to_dict(),
+        "source_checkpoint": {"path": str(checkpoint), "sha256": loaded.sha256, "num_updates": loaded.num_updates},
+        "languages": {"src": meta["src"], "tgt": meta["tgt"]},
+        "sentencepiece": spm,
+        "weights": WEIGHTS, "config": CONFIG, "torch": torch.__version__,
+        "onnx": {},
+    }
+    if onnx:
+        from hat.export.graphs import export_onnx
+
+        encoder, decoder = ONNX_FILES["fp32"]
+        export_onnx(model, str(out / encoder), str(out / decoder))
+        manifest["onnx"]["fp32"] = {"encoder": encoder, "decoder_step": decoder}
+        if quantize == "int8":
+            from onnxruntime.quantization import QuantType, quantize_dynamic
+
+            q_encoder, q_decoder = ONNX_FILES["int8"]
+            for source, target in ((encoder, q_encoder), (decoder, q_decoder)):
+                quantize_dynamic(str(out / source), str(out / target), weight_type=QuantType.QInt8)
+            manifest["onnx"]["int8"] = {"encoder": q_encoder, "decoder_step": q_decoder}
+    atomic_write_json(out / MANIFEST, manifest)
+    return out
+
+
+def read_manifest(model_dir: str | Path) -> dict[str, Any]:
+    model_dir = Path(model_dir)
+    path = model_dir / MANIFEST
+    if not path.is_file():
+        raise HatError("not an exported HAT model (no manifest.json)", model_dir)
+    try:
+        manifest = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise HatError(f"manifest is not valid JSON ({err})", path) from None
+    if manifest.get("format") != FORMAT:
+        raise HatError(f"unknown model format {manifest.get('format')!r} (expected {FORMAT})", path)
+    for name in (manifest["config"], "dict.src.txt", "dict.tgt.txt", *manifest.get("sentencepiece", {}).values()):
+        if not (model_dir / name).is_file():
+            raise HatError(f"model directory is missing {name}", model_dir)
+    return manifest
