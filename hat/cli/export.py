@@ -39,6 +39,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     ve.add_argument("--runs", type=int, help="timed runs (default: the predictor's protocol)")
     ve.add_argument("--json", action="store_true")
     ve.set_defaults(handler=cmd_verify)
+    register_demo(commands)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -92,3 +93,24 @@ def cmd_verify(args: argparse.Namespace) -> int:
             verdict = "EXCEEDS" if over else "meets"
             print(f"  {verdict} the {args.constraint:g} ms constraint (tolerance {100 * args.tolerance:.0f}%)")
     return 1 if over else 0
+
+
+def register_demo(commands: argparse._SubParsersAction) -> None:
+    demo = commands.add_parser("demo", help="the whole pipeline on the embedded synthetic corpus (~10 min on 2 cores)")
+    demo.add_argument("--out", type=Path, default=Path("runs/demo"))
+    demo.add_argument("--quick", action="store_true", help="a smaller run (fewer updates, samples and generations)")
+    demo.add_argument("--threads", type=int, default=1, help="threads for latency measurement and search")
+    demo.set_defaults(handler=cmd_demo)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from hat.demo import DemoSettings, run_demo
+
+    settings = DemoSettings(out=args.out, threads=args.threads)
+    if args.quick:
+        settings = DemoSettings(out=args.out, threads=args.threads, train_pairs=5000, updates=300, samples=24,
+                                test_samples=8, runs=4, population=16, parents=4, mutations=6, crossovers=6,
+                                iterations=3, valid_subset=100)
+    report = run_demo(settings)
+    print(f"report: {report}")
+    return 0

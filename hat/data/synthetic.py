@@ -79,11 +79,21 @@ def _adjective_ending(article: str, case: str, gender: str) -> str:
     return {"m": "er", "f": "e", "n": "es"}[gender]
 
 
-def _noun_phrase(rng: random.Random, case: str) -> tuple[list[str], list[str], bool]:
+class Lexicon:
+    """The words a corpus draws from: the first ``fraction`` of each list (at least 4 of each)."""
+
+    def __init__(self, fraction: float = 1.0) -> None:
+        def take(words: list) -> list:
+            return words[: max(4, round(len(words) * fraction))]
+
+        self.nouns, self.adjectives, self.verbs = take(NOUNS), take(ADJECTIVES), take(VERBS)
+
+
+def _noun_phrase(rng: random.Random, case: str, lexicon: Lexicon) -> tuple[list[str], list[str], bool]:
     """(english words, german words, plural?)"""
-    en_sg, en_pl, de_sg, de_pl, gender = rng.choice(NOUNS)
+    en_sg, en_pl, de_sg, de_pl, gender = rng.choice(lexicon.nouns)
     plural = rng.random() < 0.3
-    adjective = rng.choice(ADJECTIVES) if rng.random() < 0.5 else None
+    adjective = rng.choice(lexicon.adjectives) if rng.random() < 0.5 else None
     if plural:
         article = "definite" if rng.random() < 0.5 else "number"
         if article == "definite":
@@ -106,15 +116,16 @@ def _noun_phrase(rng: random.Random, case: str) -> tuple[list[str], list[str], b
     return en + [en_sg], de + [de_sg], False
 
 
-def _clause(rng: random.Random, subordinate: bool, fronted: tuple[str, str] | None) -> tuple[list[str], list[str]]:
-    subj_en, subj_de, plural = _noun_phrase(rng, "nom")
-    obj_en, obj_de, _ = _noun_phrase(rng, "acc")
-    verb = rng.choice(VERBS)
+def _clause(rng: random.Random, subordinate: bool, fronted: tuple[str, str] | None,
+            lexicon: Lexicon) -> tuple[list[str], list[str]]:
+    subj_en, subj_de, plural = _noun_phrase(rng, "nom", lexicon)
+    obj_en, obj_de, _ = _noun_phrase(rng, "acc", lexicon)
+    verb = rng.choice(lexicon.verbs)
     perfect = rng.random() < 0.35
     pp_en, pp_de = [], []
     if rng.random() < 0.4:
         prep = rng.choice(PREPOSITIONS)
-        np_en, np_de, _ = _noun_phrase(rng, "dat")
+        np_en, np_de, _ = _noun_phrase(rng, "dat", lexicon)
         pp_en, pp_de = [prep[0]] + np_en, [prep[1]] + np_de
     if perfect:
         aux_en, aux_de = ("have" if plural else "has"), ("haben" if plural else "hat")
@@ -139,25 +150,31 @@ def _clause(rng: random.Random, subordinate: bool, fronted: tuple[str, str] | No
     return en, de
 
 
-def sentence_pair(rng: random.Random) -> tuple[str, str]:
+def sentence_pair(rng: random.Random, lexicon: Lexicon | None = None) -> tuple[str, str]:
+    lexicon = lexicon or Lexicon()
     fronted = rng.choice(ADVERBS) if rng.random() < 0.25 else None
-    en, de = _clause(rng, subordinate=False, fronted=fronted)
+    en, de = _clause(rng, subordinate=False, fronted=fronted, lexicon=lexicon)
     if rng.random() < 0.3:
         conj = rng.choice(CONJUNCTIONS)
-        sub_en, sub_de = _clause(rng, subordinate=True, fronted=None)
+        sub_en, sub_de = _clause(rng, subordinate=True, fronted=None, lexicon=lexicon)
         en, de = en + [",", conj[0]] + sub_en, de + [",", conj[1]] + sub_de
     return " ".join(en + ["."]), " ".join(de + ["."])
 
 
 def generate_corpus(
-    out_dir: str | Path, train: int = 20000, valid: int = 500, test: int = 500, seed: int = 1
+    out_dir: str | Path, train: int = 20000, valid: int = 500, test: int = 500, seed: int = 1,
+    lexicon_fraction: float = 1.0,
 ) -> dict[str, int]:
-    """Write ``{train,valid,test}.{en,de}`` to ``out_dir``; the same seed gives the same files."""
+    """Write ``{train,valid,test}.{en,de}`` to ``out_dir``; the same seed gives the same files.
+
+    ``lexicon_fraction`` < 1 uses fewer nouns, adjectives and verbs: a corpus that is learnt faster.
+    """
     rng = random.Random(seed)
+    lexicon = Lexicon(lexicon_fraction)
     out = Path(out_dir)
     counts = {}
     for split, n in (("train", train), ("valid", valid), ("test", test)):
-        pairs = [sentence_pair(rng) for _ in range(n)]
+        pairs = [sentence_pair(rng, lexicon) for _ in range(n)]
         atomic_write_text(out / f"{split}.en", "".join(p[0] + "\n" for p in pairs))
         atomic_write_text(out / f"{split}.de", "".join(p[1] + "\n" for p in pairs))
         counts[split] = n

@@ -36,12 +36,22 @@ class ModelWorkload:
 
 
 def measure_runtime(runtime: Any, protocol: Protocol) -> dict[str, TimingStats]:
-    """Warm-up, then ``runs`` timed runs; encoder and decoder timed separately (ms)."""
+    """Warm-up, then ``runs`` timed runs; encoder and decoder timed separately (ms).
+
+    A torch runtime is timed with the collector's own workload (the code path the predictor was
+    fitted on); an onnxruntime one with the same protocol over its two sessions.
+    """
+    from hat.export.runtime import TorchModel
     from hat.latency.timers import CpuTimer
 
     timer = CpuTimer()
-    work = ModelWorkload(runtime, protocol)
-    work.encoder()
+    if isinstance(runtime, TorchModel):
+        from hat.latency.workloads import model_workload
+
+        work = model_workload(runtime.model, protocol, "cpu")
+    else:
+        work = ModelWorkload(runtime, protocol)
+        work.encoder()
     for _ in range(protocol.warmup):
         work.encoder()
         work.decoder()
@@ -74,8 +84,9 @@ def verify_model(
                        predictor_path)
     stored = (predictor.tables.protocol if predictor.tables is not None else None) or \
         (predictor.info.get("protocol") if isinstance(predictor.info.get("protocol"), dict) else None)
-    if protocol is None:
+    if protocol is None:  # the predictor's protocol; verification can afford more repetitions
         protocol = Protocol(**stored) if stored else Protocol()
+        protocol = Protocol(**{**protocol.to_dict(), "runs": max(protocol.runs, 20)})
     model_vocab = manifest["dims"]["tgt_vocab_size"]
     notes = []
     if protocol.vocab != model_vocab:

@@ -1,0 +1,230 @@
+"""``hat demo``: the whole pipeline on the embedded synthetic corpus, sized for a 2-core CPU.
+
+synthetic corpus -> data-bin -> tiny SuperTransformer -> latency tables and end-to-end samples of
+this CPU -> predictor -> evolutionary search under three constraints -> ONNX export (fp32, int8)
+-> translations, BLEU and measured-vs-predicted latency -> runs/demo/REPORT.md.
+Each stage records its result in ``stages.json``; re-running skips finished stages.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from hat.io import atomic_write_json
+
+log = logging.getLogger("hat.demo")
+SPACE = Path(__file__).resolve().parent.parent / "search_spaces" / "tiny.yaml"
+
+
+@dataclass
+class DemoSettings:
+    out: Path = Path("runs/demo")
+    space: Path = SPACE
+    train_pairs: int = 20000
+    lexicon_fraction: float = 0.5
+    updates: int = 1500
+    max_tokens: int = 4096
+    lr: float = 3e-3
+    threads: int = 1
+    samples: int = 60
+    test_samples: int = 20
+    runs: int = 8
+    constraint_quantiles: tuple[float, ...] = (0.25, 0.5, 0.75)
+    population: int = 50
+    parents: int = 10
+    mutations: int = 20
+    crossovers: int = 20
+    iterations: int = 10
+    valid_subset: int = 200
+    seed: int = 1
+
+
+class Demo:
+    def __init__(self, settings: DemoSettings) -> None:
+        self.s = settings
+        self.out = Path(settings.out)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.state_file = self.out / "stages.json"
+        self.stages: dict[str, Any] = json.loads(self.state_file.read_text()) if self.state_file.is_file() else {}
+
+    # paths
+    @property
+    def data(self) -> Path:
+        return self.out / "data" / "bin"
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.out / "supernet" / "checkpoint_best.pt"
+
+    @property
+    def latency_dir(self) -> Path:
+        return self.out / "latency"
+
+    @property
+    def predictor(self) -> Path:
+        return self.out / "predictor.json"
+
+    def run(self) -> Path:
+        stages: list[tuple[str, Callable[[], dict]]] = [
+            ("data", self.stage_data), ("train", self.stage_train), ("profile", self.stage_profile),
+            ("predictor", self.stage_predictor), ("search", self.stage_search), ("export", self.stage_export),
+            ("evaluate", self.stage_evaluate), ("report", self.stage_report),
+        ]
+        total = time.time()
+        for number, (name, stage) in enumerate(stages, start=1):
+            if name in self.stages:
+                log.info("[%d/%d] %s: done already (%.1f s), skipping", number, len(stages), name,
+                         self.stages[name]["seconds"])
+                continue
+            start = time.time()
+            result = stage()
+            result["seconds"] = round(time.time() - start, 1)
+            self.stages[name] = result
+            atomic_write_json(self.state_file, self.stages)
+            log.info("[%d/%d] %s: %s (%.1f s)", number, len(stages), name, result.get("summary", "done"), result["seconds"])
+        log.info("demo finished in %.1f s (this run)", time.time() - total)
+        return self.out / "REPORT.md"
+
+    # ---- stages ---------------------------------------------------------------------------------
+    def stage_data(self) -> dict:
+        from hat.data.prepare import prepare_data
+        from hat.data.synthetic import generate_corpus
+
+        raw = self.out / "data" / "raw"
+        counts = generate_corpus(raw, train=self.s.train_pairs, valid=500, test=500, seed=self.s.seed,
+                                 lexicon_fraction=self.s.lexicon_fraction)
+        prepare_data(src="en", tgt="de", train=raw / "train", valid=raw / "valid", test=raw / "test", out=self.data,
+                     vocab_size=1000)
+        vocab = sum(1 for _ in (self.data / "dict.en.txt").open()) + 4
+        return {"pairs": counts, "vocab": vocab, "summary": f"{counts['train']} synthetic pairs, vocabulary {vocab}"}
+
+    def stage_train(self) -> dict:
+        from hat.checkpoints import load_supernet
+        from hat.training import train
+
+        train(space=self.s.space, data=self.data, save_dir=self.out / "supernet",
+              options={"max-update": self.s.updates, "max-tokens": self.s.max_tokens, "lr": self.s.lr,
+                       "warmup-updates": 150, "dropout": 0.1, "log-interval": 100, "no-epoch-checkpoints": True,
+                       "validate-interval-updates": 300, "seed": self.s.seed, "num-workers": 0})
+        loaded = load_supernet(self.checkpoint)
+        return {"updates": loaded.num_updates, "summary": f"{loaded.num_updates} updates"}
+
+    def stage_profile(self) -> dict:
+        from hat.latency import LatencyCollector, Protocol, reference_noise
+        from hat.space import SearchSpace
+
+        space = SearchSpace.from_yaml(self.s.space)
+        protocol = Protocol(src_len=30, beam=5, vocab=self.stages["data"]["vocab"], warmup=2, runs=self.s.runs,
+                            threads=self.s.threads, seed=self.s.seed)
+        collector = LatencyCollector(space, protocol, self.latency_dir, chunk_size=8)
+        collector.collect_tables()
+        collector.collect_dataset(self.s.samples, seed=self.s.seed)
+        train_ids = {c.archid for c in collector.sample_configs(self.s.samples, self.s.seed)}
+        test = [c for c in collector.sample_configs(self.s.samples + 3 * self.s.test_samples, self.s.seed + 1)
+                if c.archid not in train_ids][: self.s.test_samples]
+        collector.collect_dataset(len(test), configs=test, file_name="test.csv")
+        noise = reference_noise(self.latency_dir)
+        return {"noise": noise, "summary": f"tables + {self.s.samples}+{len(test)} SubTransformers measured "
+                                           f"(reference CV {100 * noise['cv']:.1f}%)"}
+
+    def stage_predictor(self) -> dict:
+        from hat.latency import LatencyDataset, LatencyTables, fit_auto
+        from hat.plots import predicted_vs_measured
+
+        tables = LatencyTables.load(self.latency_dir / "tables.json")
+        data = LatencyDataset.load(self.latency_dir / "dataset.csv")
+        predictor, scores = fit_auto(data, tables, seed=self.s.seed)
+        predictor.save(self.predictor)
+        test = LatencyDataset.load(self.latency_dir / "test.csv")
+        test_scores = predictor.evaluate(test)
+        predicted_vs_measured(predictor.predict_dataset(test), test.total_ms, self.out / "predicted_vs_measured.png",
+                              f"{predictor.kind} predictor, {len(test)} held-out SubTransformers")
+        return {"model": predictor.kind, "selection": scores, "test": test_scores,
+                "summary": f"'{predictor.kind}' chosen; held-out MAPE {test_scores['mape_pct']:.1f}%, "
+                           f"within ±10% {100 * test_scores['within_10pct']:.0f}%"}
+
+    def stage_search(self) -> dict:
+        from hat.latency import LatencyPredictor
+        from hat.search import EvolutionarySearch, InheritedLossFitness
+        from hat.search.outputs import write_search_outputs
+        from hat.space import SearchSpace
+
+        space = SearchSpace.from_yaml(self.s.space)
+        predictor = LatencyPredictor.load(self.predictor)
+        fitness = InheritedLossFitness(self.checkpoint, self.data, valid_subset=self.s.valid_subset, seed=self.s.seed,
+                                       threads=self.s.threads)
+        low, high = EvolutionarySearch(space, fitness, predictor, [1.0]).feasible_range()
+        constraints = [round(low + q * (high - low), 1) for q in self.s.constraint_quantiles]
+        search_dir = self.out / "search"
+        search_dir.mkdir(exist_ok=True)
+        search = EvolutionarySearch(space, fitness, predictor, constraints, seed=self.s.seed,
+                                    population=self.s.population, parents=self.s.parents, mutations=self.s.mutations,
+                                    crossovers=self.s.crossovers, iterations=self.s.iterations,
+                                    state_path=search_dir / "state.json")
+        result = search.run(resume=(search_dir / "state.json").is_file())
+        summary = write_search_outputs(result, search_dir)
+        return {"constraints": constraints, "feasible_range_ms": [low, high], "evaluations": result.evaluations,
+                "results": summary["results"],
+                "summary": f"constraints {constraints} ms, {result.evaluations} fitness evaluations"}
+
+    def stage_export(self) -> dict:
+        from hat.export.model_dir import export_model
+        from hat.space import SearchSpace
+
+        models = {}
+        space = SearchSpace.from_yaml(self.s.space)
+        largest = self.out / "search" / "largest.yaml"
+        space.largest().to_yaml(largest)
+        chosen = [(f"{r['constraint_ms']:g}ms", self.out / "search" / r["config_file"]) for r in self.stages["search"]["results"]]
+        for name, config in chosen + [("largest", largest)]:
+            target = self.out / "models" / name
+            export_model(self.checkpoint, config, self.data, target, onnx=True, quantize="int8")
+            models[name] = str(target)
+        return {"models": models, "summary": f"{len(models)} models exported (ONNX fp32 + int8)"}
+
+    def stage_evaluate(self) -> dict:
+        import sacrebleu
+
+        from hat.export.model_dir import read_manifest
+        from hat.export.runtime import Translator
+        from hat.export.verify import measure_runtime, verify_model
+        from hat.latency import Protocol
+
+        raw = self.out / "data" / "raw"
+        sources = (raw / "test.en").read_text().splitlines()
+        references = (raw / "test.de").read_text().splitlines()
+        rows = []
+        for name, model_dir in self.stages["export"]["models"].items():
+            manifest = read_manifest(model_dir)
+            report = verify_model(model_dir, self.predictor, backend="torch")
+            row = {"name": name, "archid": manifest["archid"], "parameters": manifest["parameters"],
+                   "predicted_ms": report["predicted_ms"], "measured_torch_ms": report["measured_ms"],
+                   "relative_error": report["relative_error"]}
+            protocol = Protocol(**report["protocol"])
+            for precision in ("fp32", "int8"):
+                translator = Translator(model_dir, "onnxruntime", precision, threads=self.s.threads)
+                hypotheses = [translator.translate(s, beam=5) for s in sources]
+                row[f"bleu_{precision}"] = sacrebleu.metrics.BLEU().corpus_score(hypotheses, [references]).score
+                stats = measure_runtime(translator.runtime, protocol)
+                row[f"measured_ort_{precision}_ms"] = stats["encoder"].mean + stats["decoder"].mean
+                if precision == "fp32":
+                    row["examples"] = [{"source": s, "translation": h, "reference": r}
+                                       for s, h, r in list(zip(sources, hypotheses, references))[:3]]
+            rows.append(row)
+        worst = max(abs(r["relative_error"]) for r in rows)
+        return {"models": rows, "summary": f"BLEU and latency of {len(rows)} models; predicted vs measured within "
+                                           f"{100 * worst:.1f}%"}
+
+    def stage_report(self) -> dict:
+        from hat.demo_report import write_report
+
+        path = write_report(self.out, self.stages, asdict(self.s))
+        return {"report": str(path), "summary": f"report at {path}"}
+
+
+def run_demo(settings: DemoSettings | None = None) -> Path:
+    return Demo(settings or DemoSettings()).run()

@@ -1,0 +1,102 @@
+"""REPORT.md and plots for ``hat demo``."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+from hat.io import atomic_write_text
+
+
+def _bleu_latency_plot(models: list[dict], path: Path) -> None:
+    from hat.plots import _pyplot
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for key, label, marker in (("measured_ort_fp32_ms", "onnxruntime fp32", "o"), ("measured_ort_int8_ms", "onnxruntime int8", "s")):
+        bleu_key = "bleu_fp32" if "fp32" in key else "bleu_int8"
+        ax.scatter([m[key] for m in models], [m[bleu_key] for m in models], marker=marker, label=label)
+        for m in models:
+            ax.annotate(m["name"], (m[key], m[bleu_key]), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    ax.set_xlabel("measured latency (ms, batch 1, beam 5, 30 tokens)")
+    ax.set_ylabel("BLEU (test, beam 5)")
+    ax.set_title("chosen SubTransformers")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_report(out: Path, stages: dict[str, Any], settings: dict[str, Any]) -> Path:
+    out = Path(out)
+    models = stages["evaluate"]["models"]
+    _bleu_latency_plot(models, out / "bleu_vs_latency.png")
+    shutil.copy(out / "search" / "pareto.png", out / "pareto.png")
+    pred = stages["predictor"]
+    noise = stages["profile"]["noise"]
+    search = stages["search"]
+    lines = [
+        "# HAT demo report",
+        "",
+        "Everything below was produced by `hat demo` on this machine: a tiny SuperTransformer trained on the",
+        "embedded synthetic corpus, this CPU profiled, a latency predictor fitted, an evolutionary search under",
+        f"three latency constraints, and the winners exported to ONNX and measured (threads: {settings['threads']}).",
+        "",
+        "## Stages",
+        "",
+        "| stage | result | seconds |",
+        "| --- | --- | --- |",
+        *[f"| {name} | {stage.get('summary', '')} | {stage['seconds']} |" for name, stage in stages.items() if name != "report"],
+        "",
+        "## Latency predictor",
+        "",
+        f"Chosen model: **{pred['model']}** (lowest MAPE on a held-out 20% of the training samples).",
+        "",
+        "| held-out set | n | RMSE (ms) | MAPE | within ±5% | within ±10% | Kendall τ |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+        *[f"| 20% of training samples, {kind} | {m['n']} | {m['rmse_ms']:.3f} | {m['mape_pct']:.2f}% | "
+          f"{100 * m['within_5pct']:.0f}% | {100 * m['within_10pct']:.0f}% | {m['kendall_tau']:.3f} |"
+          for kind, m in pred["selection"].items()],
+        f"| separate test SubTransformers, {pred['model']} | {pred['test']['n']} | {pred['test']['rmse_ms']:.3f} | "
+        f"{pred['test']['mape_pct']:.2f}% | {100 * pred['test']['within_5pct']:.0f}% | "
+        f"{100 * pred['test']['within_10pct']:.0f}% | {pred['test']['kendall_tau']:.3f} |",
+        "",
+        f"Measurement noise: the reference SubTransformer, re-timed in each of {noise['chunks']} chunks, measured "
+        f"{noise['mean_ms']:.2f} ± {noise['std_ms']:.2f} ms (CV {100 * noise['cv']:.1f}%, max/min {noise['max_over_min']:.3f}).",
+        "",
+        "![predicted vs measured](predicted_vs_measured.png)",
+        "",
+        "## Search",
+        "",
+        f"Feasible predicted range {search['feasible_range_ms'][0]:.1f}–{search['feasible_range_ms'][1]:.1f} ms; "
+        f"constraints {', '.join(f'{c:g}' for c in search['constraints'])} ms; {search['evaluations']} fitness "
+        "evaluations in total (fitness: validation loss with inherited weights).",
+        "",
+        "![Pareto front](pareto.png)",
+        "",
+        "## Chosen models",
+        "",
+        "Latency: batch 1, beam 5, 30 source tokens and 30 decoder steps. *Predicted* and *measured (torch)* use the",
+        "collector's protocol and backend; onnxruntime columns are the deployed graphs. BLEU: sacreBLEU on the",
+        "500-sentence synthetic test set, beam 5, weights inherited from the SuperTransformer (no retraining).",
+        "",
+        "| model | params | predicted (ms) | measured torch (ms) | error | onnxruntime fp32 (ms) | onnxruntime int8 (ms) | BLEU fp32 | BLEU int8 |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        *[f"| {m['name']} | {m['parameters']:,} | {m['predicted_ms']:.2f} | {m['measured_torch_ms']:.2f} | "
+          f"{100 * m['relative_error']:+.1f}% | {m['measured_ort_fp32_ms']:.2f} | {m['measured_ort_int8_ms']:.2f} | "
+          f"{m['bleu_fp32']:.1f} | {m['bleu_int8']:.1f} |" for m in models],
+        "",
+        "![BLEU vs latency](bleu_vs_latency.png)",
+        "",
+        "## Example translations (onnxruntime fp32, beam 5)",
+        "",
+    ]
+    for m in models[:1]:
+        for ex in m["examples"]:
+            lines += [f"- source: `{ex['source']}`", f"  - {m['name']}: `{ex['translation']}`",
+                      f"  - reference: `{ex['reference']}`"]
+    lines += ["", f"Models are in `{out / 'models'}`; run one with "
+              f"`hat translate --model {out / 'models' / models[0]['name']}`.", ""]
+    path = out / "REPORT.md"
+    atomic_write_text(path, "\n".join(lines))
+    return path

@@ -1,0 +1,132 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("fairseq")
+
+from hat.errors import HatError  # noqa: E402
+from hat.export.model_dir import export_model, read_manifest  # noqa: E402
+from hat.export.runtime import OnnxRuntimeModel, TorchModel, Translator  # noqa: E402
+from tests.conftest import ROOT, SPACES  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def exported(trained, data_bin, tmp_path_factory) -> Path:
+    from hat.space import SearchSpace
+
+    space = SearchSpace.from_yaml(SPACES / "tiny.yaml")
+    config = space.sample(seed=4)
+    out = tmp_path_factory.mktemp("export")
+    config_file = out / "sub.yaml"
+    config.to_yaml(config_file)
+    return export_model(trained["last"], config_file, data_bin, out / "model", onnx=True, quantize="int8")
+
+
+def raw_test_sentences(data_bin: Path, n: int = 12) -> list[str]:
+    return (data_bin.parent / "raw" / "test.en").read_text().splitlines()[:n]
+
+
+def test_model_directory_is_self_contained(exported, trained):
+    from safetensors import safe_open
+
+    from hat.checkpoints import file_sha256
+
+    manifest = read_manifest(exported)
+    assert manifest["source_checkpoint"]["sha256"] == file_sha256(trained["last"])
+    with safe_open(str(exported / "weights.safetensors"), "pt") as weights:
+        total = sum(np.prod(weights.get_slice(k).get_shape()) for k in weights.keys())
+    assert total == manifest["parameters"]  # the SubTransformer's weights only, not the super weights
+    for name in ("config.yaml", "dict.src.txt", "dict.tgt.txt", "spm.src.model", "encoder.onnx", "decoder_step.int8.onnx"):
+        assert (exported / name).is_file()
+
+
+def test_onnxruntime_matches_torch_logits_and_translations(exported, data_bin):
+    torch_model, ort_model = TorchModel(exported), OnnxRuntimeModel.from_model_dir(exported)
+    translator_torch, translator_ort = Translator(exported, "torch"), Translator(exported, "onnxruntime")
+    for sentence in raw_test_sentences(data_bin):
+        ids = np.array([translator_torch.encode_text(sentence)])
+        state_t, state_o = torch_model.encode(ids), ort_model.encode(ids)
+        tokens = np.array([[2]])
+        for step in range(4):
+            lt, lo = torch_model.step(tokens, step, state_t), ort_model.step(tokens, step, state_o)
+            assert np.abs(lt - lo).max() <= 1e-4
+            tokens = np.array([[int(lt.argmax())]])
+        for beam in (1, 4):
+            assert translator_ort.translate(sentence, beam=beam) == translator_torch.translate(sentence, beam=beam)
+
+
+def test_int8_model_is_smaller_and_translates(exported, data_bin):
+    fp32 = sum((exported / n).stat().st_size for n in ("encoder.onnx", "decoder_step.onnx")) + sum(
+        p.stat().st_size for p in exported.glob("*.onnx.data"))
+    int8 = sum((exported / n).stat().st_size for n in ("encoder.int8.onnx", "decoder_step.int8.onnx"))
+    assert int8 < fp32
+    translator = Translator(exported, "onnxruntime", "int8")
+    outputs = [translator.translate(s, beam=2) for s in raw_test_sentences(data_bin, 3)]
+    assert all(isinstance(o, str) for o in outputs)
+
+
+def test_translate_cli_with_onnxruntime_never_imports_torch(exported, data_bin):
+    # A device with only onnxruntime: block torch and fairseq imports entirely.
+    code = (
+        "import sys; sys.modules['torch'] = None; sys.modules['fairseq'] = None\n"
+        "from hat.cli import main\n"
+        f"sys.exit(main(['translate', '--model', {str(exported)!r}, '--beam', '2']))\n"
+    )
+    text = "\n".join(raw_test_sentences(data_bin, 3)) + "\n"
+    proc = subprocess.run([sys.executable, "-c", code], input=text, capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-1500:]
+    assert len(proc.stdout.strip().splitlines()) == 3
+
+
+def test_verify_reports_and_exit_code(exported, tmp_path, capsys):
+    from hat.cli import main
+    from hat.latency import LatencyDataset, LatencyPredictor
+    from hat.latency.features import hat_features
+    from hat.space import SearchSpace
+
+    space = SearchSpace.from_yaml(SPACES / "tiny.yaml")
+    configs = [space.sample(seed=i) for i in range(30)]
+    features = np.array([hat_features(c) for c in configs])
+    total = features[:, 5] * 2.0 + 1.0
+    meta = {"space": space.name, "space_fingerprint": space.fingerprint,
+            "protocol": {"src_len": 6, "beam": 2, "vocab": 100, "warmup": 1, "runs": 3, "trim": 0.1, "threads": 1, "seed": 0},
+            "device": {"backend": "onnxruntime"}}
+    predictor = tmp_path / "p.json"
+    LatencyPredictor("linear").fit(LatencyDataset(features, 0.1 * total, 0.9 * total, configs, meta)).save(predictor)
+    assert main(["verify", "--model", str(exported), "--predictor", str(predictor), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["measured_ms"] > 0 and report["predicted_ms"] > 0 and report["protocol"]["src_len"] == 6
+    assert report["relative_error"] == pytest.approx((report["predicted_ms"] - report["measured_ms"]) / report["measured_ms"])
+    assert main(["verify", "--model", str(exported), "--predictor", str(predictor), "--constraint", "0.001"]) == 1
+    assert "EXCEEDS" in capsys.readouterr().out
+    assert main(["verify", "--model", str(exported), "--predictor", str(predictor), "--constraint", "100000"]) == 0
+
+
+def test_bad_model_directories(exported, tmp_path):
+    import shutil
+
+    with pytest.raises(HatError, match="no manifest.json"):
+        read_manifest(tmp_path)
+    broken = tmp_path / "broken"
+    shutil.copytree(exported, broken)
+    (broken / "dict.tgt.txt").unlink()
+    with pytest.raises(HatError, match="missing dict.tgt.txt"):
+        Translator(broken)
+    other = tmp_path / "other"
+    shutil.copytree(exported, other)
+    config = (other / "config.yaml").read_text()
+    (other / "config.yaml").write_text(config.replace("decoder_embed_dim: 64", "decoder_embed_dim: 48")
+                                       .replace("decoder_embed_dim: 48", "decoder_embed_dim: 64") if "decoder_embed_dim: 48" in config
+                                       else config.replace("decoder_embed_dim: 64", "decoder_embed_dim: 48"))
+    with pytest.raises(HatError, match="does not match the manifest"):
+        TorchModel(other)
+    (other / "dict.src.txt").write_text("a 1\nb 2\n")
+    with pytest.raises(HatError, match="dictionaries do not match"):
+        Translator(other, "onnxruntime")
