@@ -257,3 +257,17 @@ def test_ray_runner_measures_on_the_node_with_the_resource(micro, tmp_path):
         assert len(data) == 3 and (data.total_ms > 0).all()
     finally:
         ray.shutdown()
+
+
+def test_onnxruntime_backend_measures_exported_models(micro, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from hat.cli import main
+
+    space_file = write_space(tmp_path, MICRO, "space_ort.yaml")
+    base = ["profile", "--space", str(space_file), "--src-len", "4", "--beam", "2", "--vocab", "50", "--warmup", "1",
+            "--runs", "3", "--backend", "onnxruntime", "--out", str(tmp_path / "ort")]
+    assert main(base + ["--samples", "2"]) == 2  # tables need torch: refused before measuring anything
+    assert main(base + ["--samples", "2", "--no-tables"]) == 0
+    data = LatencyDataset.load(tmp_path / "ort" / "dataset.csv")
+    assert len(data) == 2 and data.meta["device"]["backend"] == "onnxruntime" and "onnxruntime" in data.meta["device"]
+    assert (data.total_ms > 0).all()

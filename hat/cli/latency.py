@@ -72,6 +72,8 @@ def cmd_profile(args: argparse.Namespace) -> int:
     space = SearchSpace.from_yaml(args.space)
     if bool(args.ray_address) != bool(args.ray_resource):
         raise HatError("--ray-address and --ray-resource go together")
+    if args.backend == "onnxruntime" and not args.no_tables:
+        raise HatError("per-layer tables are measured with torch: with --backend onnxruntime add --no-tables")
     if args.samples < 0 or args.test_samples < 0:
         raise HatError("--samples and --test-samples must be >= 0")
     protocol = Protocol(src_len=args.src_len, beam=args.beam, vocab=args.vocab, warmup=args.warmup,
