@@ -41,7 +41,7 @@ def time_workload(work, protocol: Protocol) -> float:
 
 
 def latency_rows(space: SearchSpace, protocol: Protocol) -> list[dict]:
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from hat.export.graphs import quantize_int8
 
     torch.set_num_threads(protocol.threads)
     rows = []
@@ -51,8 +51,8 @@ def latency_rows(space: SearchSpace, protocol: Protocol) -> list[dict]:
             enc, dec = f"{tmp}/enc.onnx", f"{tmp}/dec.onnx"
             export_onnx(model, enc, dec)
             qenc, qdec = f"{tmp}/enc.int8.onnx", f"{tmp}/dec.int8.onnx"
-            quantize_dynamic(enc, qenc, weight_type=QuantType.QInt8)
-            quantize_dynamic(dec, qdec, weight_type=QuantType.QInt8)
+            quantize_int8(enc, qenc)
+            quantize_int8(dec, qdec)
             fp32_bytes = sum(p.stat().st_size for p in Path(tmp).glob("*") if "int8" not in p.name)
             int8_bytes = sum(p.stat().st_size for p in Path(tmp).glob("*int8*"))
             eager = time_workload(model_workload(model, protocol, "cpu"), protocol)

@@ -38,8 +38,8 @@ def run(argv: list[str]) -> float:
         raise SystemExit(proc.stderr[-3000:])
     rates = []
     for line in (proc.stdout + proc.stderr).splitlines():
-        if "| train_inner |" in line:
-            rates.append(float(json.loads(line.split("| train_inner |", 1)[1])["wps"]))
+        if "train_inner" in line and "{" in line:  # fairseq's JSON progress lines, whatever the log prefix
+            rates.append(float(json.loads(line[line.index("{", line.index("train_inner")):])["wps"]))
     if len(rates) < 2:
         raise SystemExit("not enough logging intervals: raise --updates")
     return sum(rates[1:]) / len(rates[1:])

@@ -7,14 +7,13 @@ Each stage records its result in ``stages.json``; re-running skips finished stag
 """
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
-from hat.io import atomic_write_json
+from hat.stages import StageRunner
 
 log = logging.getLogger("hat.demo")
 SPACE = Path(__file__).resolve().parent.parent / "search_spaces" / "tiny.yaml"
@@ -48,8 +47,8 @@ class Demo:
         self.s = settings
         self.out = Path(settings.out)
         self.out.mkdir(parents=True, exist_ok=True)
-        self.state_file = self.out / "stages.json"
-        self.stages: dict[str, Any] = json.loads(self.state_file.read_text()) if self.state_file.is_file() else {}
+        self.runner = StageRunner(self.out / "stages.json", log)
+        self.stages = self.runner.results
 
     # paths
     @property
@@ -75,17 +74,7 @@ class Demo:
             ("evaluate", self.stage_evaluate), ("report", self.stage_report),
         ]
         total = time.time()
-        for number, (name, stage) in enumerate(stages, start=1):
-            if name in self.stages:
-                log.info("[%d/%d] %s: done already (%.1f s), skipping", number, len(stages), name,
-                         self.stages[name]["seconds"])
-                continue
-            start = time.time()
-            result = stage()
-            result["seconds"] = round(time.time() - start, 1)
-            self.stages[name] = result
-            atomic_write_json(self.state_file, self.stages)
-            log.info("[%d/%d] %s: %s (%.1f s)", number, len(stages), name, result.get("summary", "done"), result["seconds"])
+        self.runner.run(stages)
         log.info("demo finished in %.1f s (this run)", time.time() - total)
         return self.out / "REPORT.md"
 

@@ -10,7 +10,7 @@ from hat.modules.layers import DecoderLayer, EncoderLayer
 from hat.modules.positions import SinusoidalPositions
 from hat.modules.transformer import Decoder, Encoder, EncoderDecoder
 from hat.space import SearchSpace, SubTransformerConfig, ende_attn_layers
-from hat.supernet.model import SuperTransformer, init_transformer_weights, scaled_dropout
+from hat.supernet.model import SuperTransformer, embedding_tables, init_transformer_weights, scaled_dropout
 
 
 @dataclass(frozen=True)
@@ -26,17 +26,15 @@ class ModelDims:
     max_positions: int = 1024
 
     @classmethod
+    def for_space(cls, space: SearchSpace, src_vocab_size: int, tgt_vocab_size: int, **kwargs) -> "ModelDims":
+        """Dims of SubTransformers of ``space`` (positions sliced from the super width, as in training)."""
+        return cls(src_vocab_size, tgt_vocab_size, space.qkv_dim, space.share_all_embeddings, space.super_embed_dim,
+                   **kwargs)
+
+    @classmethod
     def of(cls, supernet: SuperTransformer) -> "ModelDims":
-        space = supernet.space
-        return cls(
-            src_vocab_size=supernet.src_vocab_size,
-            tgt_vocab_size=supernet.tgt_vocab_size,
-            qkv_dim=space.qkv_dim,
-            share_all_embeddings=space.share_all_embeddings,
-            position_base_dim=space.super_embed_dim,
-            padding_idx=supernet.padding_idx,
-            max_positions=supernet.max_positions,
-        )
+        return cls.for_space(supernet.space, supernet.src_vocab_size, supernet.tgt_vocab_size,
+                             padding_idx=supernet.padding_idx, max_positions=supernet.max_positions)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -63,11 +61,8 @@ class SubTransformer(EncoderDecoder):
         self.config, self.dims = config, dims
         pad = dims.padding_idx
         enc_dim, dec_dim = config.encoder_embed_dim, config.decoder_embed_dim
-        if dims.share_all_embeddings:
-            encoder_table = decoder_table = nn.Embedding(dims.src_vocab_size, max(enc_dim, dec_dim), pad)
-        else:
-            encoder_table = nn.Embedding(dims.src_vocab_size, enc_dim, pad)
-            decoder_table = nn.Embedding(dims.tgt_vocab_size, dec_dim, pad)
+        encoder_table, decoder_table = embedding_tables(
+            dims.share_all_embeddings, dims.src_vocab_size, dims.tgt_vocab_size, enc_dim, dec_dim, pad)
         positions = SinusoidalPositions(dims.position_base_dim, pad, dims.max_positions)
         encoder_layers = [
             EncoderLayer(enc_dim, ffn, heads, dims.qkv_dim, encoder_dropout, attention_dropout, activation_dropout)
@@ -145,7 +140,7 @@ def count_parameters_in_space(
 ) -> dict[str, int]:
     """Both counts (with and without embeddings) for a config of ``space``."""
     space.validate(config)
-    dims = ModelDims(src_vocab_size, tgt_vocab_size, space.qkv_dim, space.share_all_embeddings, space.super_embed_dim)
+    dims = ModelDims.for_space(space, src_vocab_size, tgt_vocab_size)
     return {
         "parameters": count_parameters(config, dims),
         "parameters_without_embeddings": count_parameters(config, dims, include_embeddings=False),

@@ -130,3 +130,41 @@ def test_fixed_subtransformer_finetunes_from_inherited_weights(trained, data_bin
                  restore_file=trained["last"], reset_optimizer=True, options={**TRAIN_OPTIONS, "max-update": 5})
     loaded = load_supernet(last)
     assert loaded.fixed_config == config and loaded.num_updates == 5
+
+
+@pytest.mark.parametrize(
+    "source, target, message",
+    [
+        ("a b\nc d\n", "x y\n", "has 2 lines but"),
+        ("a b\n\nc d\n", "x y\nz\nw\n", "1 pair\\(s\\) with an empty side, first at line 2"),
+    ],
+)
+def test_prepare_refuses_misaligned_or_empty_input(tmp_path, source, target, message):
+    from hat.data.prepare import prepare_data
+
+    (tmp_path / "train.en").write_text(source)
+    (tmp_path / "train.de").write_text(target)
+    with pytest.raises(HatError, match=message):
+        prepare_data(src="en", tgt="de", train=tmp_path / "train", valid=tmp_path / "train", test=None,
+                     out=tmp_path / "bin")
+    assert not (tmp_path / "bin").exists()  # nothing written half-way
+
+
+def test_prepare_unknown_language_suffix_lists_what_exists(tmp_path, capsys):
+    from hat.cli import main
+
+    (tmp_path / "train.en").write_text("a\n")
+    (tmp_path / "train.de").write_text("b\n")
+    code = main(["data", "prepare", "--src", "en", "--tgt", "fr", "--train", str(tmp_path / "train"),
+                 "--valid", str(tmp_path / "train"), "--out", str(tmp_path / "bin")])
+    assert code == 2
+    assert "train file for language 'fr' not found (found: train.de, train.en)" in capsys.readouterr().err
+
+
+def test_prepare_skip_empty_drops_pairs(tmp_path):
+    from hat.data.prepare import read_parallel
+
+    (tmp_path / "t.en").write_text("a b\n\nc d\n")
+    (tmp_path / "t.de").write_text("x y\nz\nw\n")
+    source, target = read_parallel(tmp_path / "t", "en", "de", "train", skip_empty=True)
+    assert source == ["a b", "c d"] and target == ["x y", "w"]

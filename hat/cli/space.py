@@ -77,7 +77,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         raise HatError("vocabulary sizes must be positive")
     if space.share_all_embeddings and src_vocab is not None and src_vocab != tgt_vocab:
         raise HatError(f"space '{space.name}' shares embeddings: --src-vocab and --tgt-vocab must be equal")
-    dims = ModelDims(src_vocab or 0, tgt_vocab or 0, space.qkv_dim, space.share_all_embeddings, space.super_embed_dim)
+    dims = ModelDims.for_space(space, src_vocab or 0, tgt_vocab or 0)
     result = {
         "valid": True,
         "space": space.name,

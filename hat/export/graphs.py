@@ -113,3 +113,22 @@ def export_onnx(model: SubTransformer, encoder_path: str, decoder_path: str) -> 
             input_names=["tokens", "positions", "padding_mask", *cross_names, *past_names],
             output_names=["log_probs", *present_names], dynamic_shapes=shapes,
         )
+
+
+def quantize_int8(source: str, target: str) -> None:
+    """onnxruntime dynamic int8 quantization (weights int8, activations quantized per call).
+
+    onnxruntime's pre-processing runs first: it folds ``Transpose(embedding)`` of the tied output
+    projection into a constant, so that MatMul is quantized too instead of dequantizing the whole
+    table at every decoding step.
+    """
+    import tempfile
+    from pathlib import Path
+
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    with tempfile.TemporaryDirectory(dir=str(Path(target).parent)) as tmp:
+        prepared = str(Path(tmp) / "prepared.onnx")
+        quant_pre_process(source, prepared, skip_symbolic_shape=True)
+        quantize_dynamic(prepared, target, weight_type=QuantType.QInt8)

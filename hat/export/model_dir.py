@@ -92,11 +92,11 @@ def export_model(
         export_onnx(model, str(out / encoder), str(out / decoder))
         manifest["onnx"]["fp32"] = {"encoder": encoder, "decoder_step": decoder}
         if quantize == "int8":
-            from onnxruntime.quantization import QuantType, quantize_dynamic
+            from hat.export.graphs import quantize_int8
 
             q_encoder, q_decoder = ONNX_FILES["int8"]
             for source, target in ((encoder, q_encoder), (decoder, q_decoder)):
-                quantize_dynamic(str(out / source), str(out / target), weight_type=QuantType.QInt8)
+                quantize_int8(str(out / source), str(out / target))
             manifest["onnx"]["int8"] = {"encoder": q_encoder, "decoder_step": q_decoder}
     atomic_write_json(out / MANIFEST, manifest)
     return out

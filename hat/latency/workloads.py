@@ -26,16 +26,6 @@ class Workload:
     decoder: Callable[[], object]
 
 
-def model_dims(space: SearchSpace, protocol: Protocol) -> ModelDims:
-    return ModelDims(
-        src_vocab_size=protocol.vocab,
-        tgt_vocab_size=protocol.vocab,
-        qkv_dim=space.qkv_dim,
-        share_all_embeddings=space.share_all_embeddings,
-        position_base_dim=space.super_embed_dim,
-    )
-
-
 def _tokens(protocol: Protocol, rows: int, length: int) -> torch.Tensor:
     g = torch.Generator().manual_seed(protocol.seed)
     return torch.randint(EOS + 1, protocol.vocab, (rows, length), generator=g)
@@ -43,7 +33,7 @@ def _tokens(protocol: Protocol, rows: int, length: int) -> torch.Tensor:
 
 def build_model(space: SearchSpace, config: SubTransformerConfig, protocol: Protocol, device: str) -> SubTransformer:
     torch.manual_seed(protocol.seed)
-    return SubTransformer(config, model_dims(space, protocol)).to(device).eval()
+    return SubTransformer(config, ModelDims.for_space(space, protocol.vocab, protocol.vocab)).to(device).eval()
 
 
 def model_workload(model: SubTransformer, protocol: Protocol, device: str) -> Workload:

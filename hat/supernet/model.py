@@ -52,6 +52,16 @@ class ElasticDecoder(Decoder):
         return list(self.layers[: self.num_active_layers])
 
 
+def embedding_tables(
+    shared: bool, src_vocab: int, tgt_vocab: int, encoder_dim: int, decoder_dim: int, padding_idx: int
+) -> tuple[nn.Embedding, nn.Embedding]:
+    """Encoder and decoder token tables: one table of the wider width when shared, else one each."""
+    if shared:
+        table = nn.Embedding(src_vocab, max(encoder_dim, decoder_dim), padding_idx)
+        return table, table
+    return nn.Embedding(src_vocab, encoder_dim, padding_idx), nn.Embedding(tgt_vocab, decoder_dim, padding_idx)
+
+
 def init_transformer_weights(model: nn.Module, padding_idx: int) -> None:
     """HAT/fairseq init: Xavier-uniform linears with zero bias, embeddings N(0, d^-0.5), zero pad row."""
     for module in model.modules():
@@ -101,11 +111,8 @@ class SuperTransformer(EncoderDecoder):
         self.src_vocab_size, self.tgt_vocab_size = src_vocab_size, tgt_vocab_size
         enc_dim, dec_dim = space.super_encoder_embed_dim, space.super_decoder_embed_dim
         positions = SinusoidalPositions(space.super_embed_dim, padding_idx, max_positions)
-        if space.share_all_embeddings:
-            encoder_table = decoder_table = nn.Embedding(src_vocab_size, space.super_embed_dim, padding_idx)
-        else:
-            encoder_table = nn.Embedding(src_vocab_size, enc_dim, padding_idx)
-            decoder_table = nn.Embedding(tgt_vocab_size, dec_dim, padding_idx)
+        encoder_table, decoder_table = embedding_tables(
+            space.share_all_embeddings, src_vocab_size, tgt_vocab_size, enc_dim, dec_dim, padding_idx)
         elastic = dict(linear=ElasticLinear, layer_norm=ElasticLayerNorm)
         encoder_layers = [
             ElasticEncoderLayer(

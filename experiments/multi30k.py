@@ -1,0 +1,257 @@
+"""Multi30k En->De on real text: HAT end to end, against baselines trained the same way (issue 7).
+
+    python experiments/multi30k.py --data ../shared/data/multi30k --out runs/multi30k [--quick]
+
+Stages (each recorded in OUT/stages.json; re-running skips finished ones):
+  prepare    joint sentencepiece vocabulary + fairseq binarization (train / val / test_2016_flickr)
+  supernet   SuperTransformer training on search_spaces/multi30k_cpu.yaml
+  profile    latency tables + end-to-end samples of this CPU (torch), predictor fitted on them
+  search     evolutionary search for three latency constraints (inherited-weight validation loss)
+  train      each found SubTransformer trained from scratch (HAT) and fine-tuned from inherited
+             weights; baselines: the largest and the smallest SubTransformer, and fairseq's stock
+             `transformer` of the largest SubTransformer's size, all with the same budget
+  measure    BLEU (sacreBLEU, beam 5) on test_2016_flickr, latency of every model on onnxruntime
+             (batch 1, beam 5, 30 source tokens), results table and BLEU-vs-latency plot
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+from hat.io import atomic_write_text
+from hat.stages import StageRunner
+
+ROOT = Path(__file__).resolve().parents[1]
+SPACE = ROOT / "search_spaces" / "multi30k_cpu.yaml"
+log = logging.getLogger("multi30k")
+
+
+@dataclasses.dataclass
+class Budget:
+    vocab: int = 8000
+    supernet_updates: int = 30000
+    scratch_updates: int = 12000
+    finetune_updates: int = 3000
+    max_tokens: int = 4096
+    samples: int = 120
+    test_samples: int = 40
+    iterations: int = 15
+    population: int = 60
+    valid_subset: int = 400
+
+
+QUICK = Budget(vocab=4000, supernet_updates=600, scratch_updates=300, finetune_updates=100, samples=24,
+               test_samples=8, iterations=3, population=16, valid_subset=100)
+
+
+class Experiment:
+    def __init__(self, data: Path, out: Path, budget: Budget, threads: int) -> None:
+        self.raw, self.out, self.b, self.threads = data, out, budget, threads
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.runner = StageRunner(out / "stages.json", log)
+        self.stages = self.runner.results
+        self.bin = out / "data-bin"
+
+    def run(self) -> None:
+        steps: list[tuple[str, Callable[[], dict]]] = [
+            ("prepare", self.prepare), ("supernet", self.supernet), ("profile", self.profile),
+            ("search", self.search), ("train", self.train_models), ("measure", self.measure),
+        ]
+        self.runner.run(steps)
+
+    def train_options(self, updates: int) -> dict:
+        return {"max-update": updates, "max-tokens": self.b.max_tokens, "lr": 1e-3, "warmup-updates": min(4000, updates // 5),
+                "dropout": 0.2, "log-interval": 200, "no-epoch-checkpoints": True, "keep-last-epochs": 1,
+                "num-workers": 0, "validate-interval-updates": max(updates // 10, 50)}
+
+    def prepare(self) -> dict:
+        from hat.data.prepare import prepare_data
+
+        for name in ("train", "val", "test_2016_flickr"):
+            for lang in ("en", "de"):
+                if not (self.raw / f"{name}.{lang}").is_file():
+                    raise SystemExit(f"{self.raw / f'{name}.{lang}'}: not found (pass --data with the Multi30k folder)")
+        prepare_data(src="en", tgt="de", train=self.raw / "train", valid=self.raw / "val",
+                     test=self.raw / "test_2016_flickr", out=self.bin, vocab_size=self.b.vocab, workers=2)
+        return {"vocab": sum(1 for _ in (self.bin / "dict.en.txt").open()) + 4}
+
+    def supernet(self) -> dict:
+        from hat.training import train
+
+        last = train(space=SPACE, data=self.bin, save_dir=self.out / "supernet",
+                     options=self.train_options(self.b.supernet_updates))
+        return {"checkpoint": str(last.with_name("checkpoint_best.pt"))}
+
+    def profile(self) -> dict:
+        from hat.latency import LatencyCollector, LatencyDataset, LatencyTables, Protocol, fit_auto
+        from hat.space import SearchSpace
+
+        space = SearchSpace.from_yaml(SPACE)
+        protocol = Protocol(vocab=self.stages["prepare"]["vocab"], warmup=2, runs=6, threads=self.threads)
+        collector = LatencyCollector(space, protocol, self.out / "latency")
+        collector.collect_tables()
+        collector.collect_dataset(self.b.samples)
+        test = [c for c in collector.sample_configs(self.b.samples + 3 * self.b.test_samples, 1)
+                if c.archid not in {x.archid for x in collector.sample_configs(self.b.samples, 0)}][: self.b.test_samples]
+        collector.collect_dataset(len(test), configs=test, file_name="test.csv")
+        tables = LatencyTables.load(self.out / "latency" / "tables.json")
+        predictor, _ = fit_auto(LatencyDataset.load(self.out / "latency" / "dataset.csv"), tables)
+        predictor.save(self.out / "predictor.json")
+        return {"predictor": predictor.kind, "test": predictor.evaluate(LatencyDataset.load(self.out / "latency" / "test.csv"))}
+
+    def search(self) -> dict:
+        from hat.latency import LatencyPredictor
+        from hat.search import EvolutionarySearch, InheritedLossFitness
+        from hat.search.outputs import write_search_outputs
+        from hat.space import SearchSpace
+
+        space = SearchSpace.from_yaml(SPACE)
+        predictor = LatencyPredictor.load(self.out / "predictor.json")
+        fitness = InheritedLossFitness(self.stages["supernet"]["checkpoint"], self.bin, valid_subset=self.b.valid_subset,
+                                       threads=self.threads)
+        low, high = EvolutionarySearch(space, fitness, predictor, [1.0]).feasible_range()
+        constraints = [round(low + q * (high - low), 1) for q in (0.15, 0.3, 0.5)]
+        folder = self.out / "search"
+        folder.mkdir(exist_ok=True)
+        p = self.b.population
+        search = EvolutionarySearch(space, fitness, predictor, constraints, population=p, parents=p // 5,
+                                    mutations=2 * p // 5, crossovers=2 * p // 5, iterations=self.b.iterations,
+                                    state_path=folder / "state.json")
+        result = search.run(resume=(folder / "state.json").is_file())
+        summary = write_search_outputs(result, folder)
+        return {"constraints": constraints, "configs": {f"{r['constraint_ms']:g}ms": str(folder / r["config_file"])
+                                                        for r in summary["results"]}}
+
+    def train_models(self) -> dict:
+        from hat.space import SearchSpace
+        from hat.training import train
+
+        space = SearchSpace.from_yaml(SPACE)
+        configs = dict(self.stages["search"]["configs"])
+        for name, config in (("largest", space.largest()), ("smallest", space.smallest())):
+            path = self.out / "search" / f"{name}.yaml"
+            config.to_yaml(path)
+            configs[name] = str(path)
+        checkpoints = {}
+        for name, config in configs.items():
+            scratch = self.out / "models" / f"{name}-scratch"
+            train(space=SPACE, data=self.bin, save_dir=scratch, subtransformer_config=config,
+                  options=self.train_options(self.b.scratch_updates))
+            checkpoints[f"{name} (scratch)"] = {"checkpoint": str(scratch / "checkpoint_best.pt"), "config": config}
+            if name.endswith("ms"):
+                tuned = self.out / "models" / f"{name}-finetuned"
+                train(space=SPACE, data=self.bin, save_dir=tuned, subtransformer_config=config,
+                      restore_file=self.stages["supernet"]["checkpoint"], reset_optimizer=True,
+                      options=self.train_options(self.b.finetune_updates))
+                checkpoints[f"{name} (fine-tuned)"] = {"checkpoint": str(tuned / "checkpoint_best.pt"), "config": config}
+        checkpoints["fairseq transformer"] = self.stock_transformer(space.largest())
+        return {"models": checkpoints}
+
+    def stock_transformer(self, largest) -> dict:
+        save = self.out / "models" / "fairseq-transformer"
+        options = self.train_options(self.b.scratch_updates)
+        argv = [str(self.bin), "--arch", "transformer", "--task", "translation", "--save-dir", str(save),
+                "--encoder-embed-dim", str(largest.encoder_embed_dim), "--decoder-embed-dim", str(largest.decoder_embed_dim),
+                "--encoder-ffn-embed-dim", str(largest.encoder_ffn_dims[0]), "--decoder-ffn-embed-dim", str(largest.decoder_ffn_dims[0]),
+                "--encoder-layers", str(largest.encoder_layers), "--decoder-layers", str(largest.decoder_layers),
+                "--encoder-attention-heads", "4", "--decoder-attention-heads", "4", "--share-all-embeddings",
+                "--optimizer", "adam", "--adam-betas", "(0.9, 0.98)", "--lr-scheduler", "inverse_sqrt",
+                "--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1", "--cpu"]
+        for key, value in options.items():
+            argv += [f"--{key}"] if value is True else [f"--{key}", str(value)]
+        subprocess.run([sys.executable, "-c", "import sys; from hat.training import run_fairseq_train; "
+                        "run_fairseq_train(sys.argv[1:])", *argv], check=True)
+        return {"checkpoint": str(save / "checkpoint_best.pt"), "config": None, "stock": True}
+
+    def measure(self) -> dict:
+        import sacrebleu
+
+        from hat.evaluation import evaluate
+        from hat.export.model_dir import export_model
+        from hat.export.runtime import load_runtime
+        from hat.export.verify import measure_runtime
+        from hat.latency import Protocol
+        from hat.space import SubTransformerConfig
+
+        protocol = Protocol(vocab=self.stages["prepare"]["vocab"], warmup=3, runs=20, threads=self.threads)
+        rows = []
+        for name, entry in self.stages["train"]["models"].items():
+            row: dict[str, Any] = {"model": name}
+            if entry.get("stock"):
+                row["bleu"] = self.stock_bleu(entry["checkpoint"], sacrebleu)
+                row["latency_ms"] = None  # stock fairseq models are not exported by HAT
+            else:
+                config = SubTransformerConfig.from_yaml(entry["config"])
+                result = evaluate(entry["checkpoint"], self.bin, config, split="test", beam=5)
+                row["bleu"] = result["bleu"]
+                model_dir = export_model(entry["checkpoint"], entry["config"], self.bin,
+                                         self.out / "exported" / name.replace(" ", "_").replace("(", "").replace(")", ""),
+                                         onnx=True)
+                stats = measure_runtime(load_runtime(model_dir, "onnxruntime", threads=self.threads), protocol)
+                row["latency_ms"] = stats["encoder"].mean + stats["decoder"].mean
+                row["config"] = config.summary()
+            rows.append(row)
+        self.write_results(rows)
+        return {"rows": rows}
+
+    def stock_bleu(self, checkpoint: str, sacrebleu) -> float:
+        """BLEU of the stock fairseq model through fairseq-generate, detokenized like ours."""
+        from hat.evaluation import sentencepiece_decoder
+
+        proc = subprocess.run([str(Path(sys.executable).with_name("fairseq-generate")), str(self.bin), "--path", checkpoint,
+                               "--gen-subset", "test", "--beam", "5", "--batch-size", "64", "--cpu"],
+                              capture_output=True, text=True, check=True)
+        detok = sentencepiece_decoder(self.bin)
+        hyps, refs = {}, {}
+        for line in proc.stdout.splitlines():
+            if line.startswith("H-"):
+                sid, _, text = line[2:].split("\t", 2)
+                hyps[int(sid)] = detok(text.split())
+            elif line.startswith("T-"):
+                sid, text = line[2:].split("\t", 1)
+                refs[int(sid)] = detok(text.split())
+        order = sorted(hyps)
+        return sacrebleu.metrics.BLEU().corpus_score([hyps[i] for i in order], [[refs[i] for i in order]]).score
+
+    def write_results(self, rows: list[dict]) -> None:
+        from hat.plots import _pyplot
+
+        lines = ["| model | BLEU (test_2016_flickr) | onnxruntime latency (ms) | architecture |",
+                 "| --- | --- | --- | --- |"]
+        for r in rows:
+            latency = f"{r['latency_ms']:.1f}" if r.get("latency_ms") else "n/a"
+            lines.append(f"| {r['model']} | {r['bleu']:.2f} | {latency} | {r.get('config', 'fairseq transformer')} |")
+        atomic_write_text(self.out / "RESULTS.md", "\n".join(lines) + "\n")
+        plt = _pyplot()
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for r in rows:
+            if r.get("latency_ms"):
+                ax.scatter(r["latency_ms"], r["bleu"])
+                ax.annotate(r["model"], (r["latency_ms"], r["bleu"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        ax.set_xlabel("onnxruntime latency (ms, batch 1, beam 5, 30 tokens)")
+        ax.set_ylabel("BLEU")
+        ax.set_title("Multi30k En-De")
+        fig.tight_layout()
+        fig.savefig(self.out / "bleu_vs_latency.png", dpi=120)
+        plt.close(fig)
+        print("\n".join(lines))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "multi30k")
+    parser.add_argument("--out", type=Path, default=ROOT / "runs" / "multi30k")
+    parser.add_argument("--quick", action="store_true", help="a reduced run (minutes, not hours)")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s | %(levelname)s | %(name)s | %(message)s")
+    Experiment(args.data, args.out, QUICK if args.quick else Budget(), args.threads).run()
+
+
+if __name__ == "__main__":
+    main()
