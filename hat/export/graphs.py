@@ -125,10 +125,13 @@ def quantize_int8(source: str, target: str) -> None:
     import tempfile
     from pathlib import Path
 
+    import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     with tempfile.TemporaryDirectory(dir=str(Path(target).parent)) as tmp:
+        single = str(Path(tmp) / "single.onnx")  # weights inlined: pre-processing loses external data files
+        onnx.save(onnx.load(source), single)
         prepared = str(Path(tmp) / "prepared.onnx")
-        quant_pre_process(source, prepared, skip_symbolic_shape=True)
+        quant_pre_process(single, prepared, skip_symbolic_shape=True)
         quantize_dynamic(prepared, target, weight_type=QuantType.QInt8)
