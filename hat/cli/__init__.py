@@ -8,7 +8,7 @@ from typing import Callable, Sequence
 
 from hat.errors import HatError
 
-# Command groups: (module, help). Modules are imported when the parser is built; each must import
+# Command-group modules, imported when the parser is built; each must import
 # only what its commands need at parse time (fairseq and onnxruntime are imported inside handlers).
 COMMAND_MODULES = ("hat.cli.space", "hat.cli.latency", "hat.cli.train", "hat.cli.search", "hat.cli.export")
 
