@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import logging
 import subprocess
 import sys
@@ -66,7 +67,7 @@ class Experiment:
 
     def train_options(self, updates: int) -> dict:
         return {"max-update": updates, "max-tokens": self.b.max_tokens, "lr": 1e-3, "warmup-updates": min(4000, updates // 5),
-                "dropout": 0.2, "log-interval": 200, "no-epoch-checkpoints": True, "keep-last-epochs": 1,
+                "dropout": 0.2, "log-interval": 50, "no-epoch-checkpoints": True, "keep-last-epochs": 1,
                 "num-workers": 0, "validate-interval-updates": max(updates // 10, 50)}
 
     def prepare(self) -> dict:
@@ -180,7 +181,13 @@ class Experiment:
 
         protocol = Protocol(vocab=self.stages["prepare"]["vocab"], warmup=3, runs=20, threads=self.threads)
         rows = []
+        done = self.out / "measured"
+        done.mkdir(exist_ok=True)
         for name, entry in self.stages["train"]["models"].items():
+            slug = name.replace(" ", "_").replace("(", "").replace(")", "")
+            if (done / f"{slug}.json").is_file():  # measured before an interruption
+                rows.append(json.loads((done / f"{slug}.json").read_text()))
+                continue
             row: dict[str, Any] = {"model": name}
             if entry.get("stock"):
                 row["bleu"] = self.stock_bleu(entry["checkpoint"], sacrebleu)
@@ -189,13 +196,14 @@ class Experiment:
                 config = SubTransformerConfig.from_yaml(entry["config"])
                 result = evaluate(entry["checkpoint"], self.bin, config, split="test", beam=5)
                 row["bleu"] = result["bleu"]
-                model_dir = export_model(entry["checkpoint"], entry["config"], self.bin,
-                                         self.out / "exported" / name.replace(" ", "_").replace("(", "").replace(")", ""),
+                model_dir = export_model(entry["checkpoint"], entry["config"], self.bin, self.out / "exported" / slug,
                                          onnx=True)
                 stats = measure_runtime(load_runtime(model_dir, "onnxruntime", threads=self.threads), protocol)
                 row["latency_ms"] = stats["encoder"].mean + stats["decoder"].mean
                 row["config"] = config.summary()
+                row["parameters"] = json.loads((model_dir / "manifest.json").read_text())["parameters"]
             rows.append(row)
+            atomic_write_text(done / f"{slug}.json", json.dumps(row))
         self.write_results(rows)
         return {"rows": rows}
 
@@ -203,9 +211,16 @@ class Experiment:
         """BLEU of the stock fairseq model through fairseq-generate, detokenized like ours."""
         from hat.evaluation import sentencepiece_decoder
 
-        proc = subprocess.run([str(Path(sys.executable).with_name("fairseq-generate")), str(self.bin), "--path", checkpoint,
-                               "--gen-subset", "test", "--beam", "5", "--batch-size", "64", "--cpu"],
-                              capture_output=True, text=True, check=True)
+        # fairseq's legacy `transformer` stores its options as an argparse.Namespace, which torch's
+        # weights-only loader refuses; that class only holds attributes, so it is allowed here
+        # (for this checkpoint, which this script trained) and nothing else is.
+        code = ("import argparse, sys, torch; torch.serialization.add_safe_globals([argparse.Namespace]); "
+                "from fairseq_cli.generate import cli_main; sys.argv[0] = 'fairseq-generate'; cli_main()")
+        proc = subprocess.run([sys.executable, "-c", code, str(self.bin), "--path", checkpoint, "--gen-subset", "test",
+                               "--beam", "5", "--batch-size", "64", "--max-len-a", "1.2", "--max-len-b", "10", "--cpu"],
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise SystemExit(f"fairseq-generate failed on {checkpoint}:\n{proc.stderr[-2000:]}")
         detok = sentencepiece_decoder(self.bin)
         hyps, refs = {}, {}
         for line in proc.stdout.splitlines():
@@ -248,9 +263,19 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "multi30k")
     parser.add_argument("--quick", action="store_true", help="a reduced run (minutes, not hours)")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                        help=f"override one budget field ({', '.join(f.name for f in dataclasses.fields(Budget))})")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s | %(levelname)s | %(name)s | %(message)s")
-    Experiment(args.data, args.out, QUICK if args.quick else Budget(), args.threads).run()
+    budget = QUICK if args.quick else Budget()
+    fields = {f.name for f in dataclasses.fields(Budget)}
+    for item in args.set:
+        key, _, value = item.partition("=")
+        if key not in fields or not value.isdigit():
+            parser.error(f"--set {item}: expected FIELD=INTEGER with FIELD one of {sorted(fields)}")
+        budget = dataclasses.replace(budget, **{key: int(value)})
+    log.info("budget: %s", budget)
+    Experiment(args.data, args.out, budget, args.threads).run()
 
 
 if __name__ == "__main__":

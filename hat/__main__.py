@@ -1,3 +1,5 @@
-from hat.cli import run
+"""``python -m hat`` = the ``hat`` command."""
+from hat.cli import main
 
-run()
+if __name__ == "__main__":
+    raise SystemExit(main())

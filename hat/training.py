@@ -117,10 +117,56 @@ def run_fairseq_train(argv: Sequence[str]) -> None:
     from fairseq.dataclass.utils import convert_namespace_to_omegaconf
     from fairseq_cli import train as fairseq_train
 
+    from fairseq import checkpoint_utils
+
+    # fairseq keeps the best validation loss on a function attribute: a second training in the
+    # same process would otherwise compare against the first one's best and never save its own.
+    if hasattr(checkpoint_utils.save_checkpoint, "best"):
+        del checkpoint_utils.save_checkpoint.best
     parser = options.get_training_parser()
     args = options.parse_args_and_arch(parser, input_args=list(argv))
     cfg = convert_namespace_to_omegaconf(args)
-    distributed_utils.call_main(cfg, fairseq_train.main)
+    dist = cfg.distributed_training
+    if cfg.common.cpu and dist.distributed_world_size > 1 and not dist.distributed_no_spawn:
+        _spawn_cpu_workers(cfg)
+    else:
+        distributed_utils.call_main(cfg, fairseq_train.main)
+
+
+def _spawn_cpu_workers(cfg: Any) -> None:
+    """Data-parallel training on CPU: one process per rank over gloo.
+
+    fairseq spawns one process per *GPU* (``min(cuda_device_count, world_size)``), i.e. none on a
+    CPU machine, and its torchrun path divides by the GPU count; so on CPU we start the ranks here.
+    """
+    import socket
+
+    import torch.multiprocessing
+
+    dist = cfg.distributed_training
+    world = dist.distributed_world_size
+    if dist.distributed_init_method is None:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        dist.distributed_init_method = f"tcp://127.0.0.1:{port}"
+    if dist.distributed_backend == "nccl":
+        dist.distributed_backend = "gloo"
+    dist.distributed_no_spawn = True
+    start_rank = dist.distributed_rank or 0
+    log.info("training on CPU with %d processes (gloo, %s)", world, dist.distributed_init_method)
+    torch.multiprocessing.spawn(_cpu_worker, args=(cfg, start_rank), nprocs=world, join=True)
+
+
+def _cpu_worker(index: int, cfg: Any, start_rank: int) -> None:
+    import torch
+    from fairseq import distributed_utils
+    from fairseq_cli import train as fairseq_train
+
+    # each rank gets its share of the cores instead of all of them
+    torch.set_num_threads(max(1, torch.get_num_threads() // cfg.distributed_training.distributed_world_size))
+    cfg.distributed_training.distributed_rank = start_rank + index
+    distributed_utils.distributed_main(index, fairseq_train.main, cfg, {})
 
 
 def train(

@@ -165,3 +165,18 @@ def test_greedy_decode_runs_and_stops(tiny_space):
     src, _ = batch()
     out = supernet.greedy_decode(src, bos=EOS, eos=EOS, max_len=5)
     assert out.shape[0] == 3 and out.shape[1] <= 5
+
+
+@pytest.mark.parametrize("base_dim", [64, 7])
+def test_positions_computed_on_the_fly_equal_the_table(base_dim):
+    from hat.modules import SinusoidalPositions, sinusoidal_table
+
+    positions = SinusoidalPositions(base_dim, padding_idx=1, max_positions=300)
+    table = sinusoidal_table(302, base_dim, padding_idx=1)
+    ids = torch.arange(302).view(2, 151)
+    for dim in sorted({base_dim, base_dim - 2, base_dim // 2, 1}):
+        assert torch.allclose(positions.embed(ids, dim), table[:, :dim][ids], atol=1e-6), dim
+        positions.on_the_fly = True
+        on_the_fly = positions(ids, dim)
+        positions.on_the_fly = False
+        assert torch.allclose(on_the_fly, positions(ids, dim), atol=1e-6), dim

@@ -53,7 +53,7 @@ class DecoderStepGraph(nn.Module):
         cross, past = caches[: 2 * len(layers)], caches[2 * len(layers):]
         dim = decoder.embed_dim
         weight = decoder.embed_tokens.weight[:, :dim]
-        x = math.sqrt(dim) * F.embedding(tokens, weight) + decoder.positions.table[:, :dim][positions]
+        x = math.sqrt(dim) * F.embedding(tokens, weight) + decoder.positions.embed(positions, dim)
         present: list[torch.Tensor] = []
         for i, layer in enumerate(layers):
             cache = {
@@ -87,11 +87,24 @@ def example_inputs(model: SubTransformer, batch: int = 2, src_len: int = 7, past
 
 def export_onnx(model: SubTransformer, encoder_path: str, decoder_path: str) -> None:
     """Export both graphs with dynamic batch (= beam rows), source length and cache length."""
+    model = model.eval()
+    position_modules = {id(m): m for m in (model.encoder.positions, model.decoder.positions)}.values()
+    for module in position_modules:
+        module.on_the_fly = True  # no (max_positions x dim) table in the graphs
+    try:
+        _export_graphs(model, encoder_path, decoder_path)
+    finally:
+        for module in position_modules:
+            module.on_the_fly = False
+    for path in (encoder_path, decoder_path):
+        strip_metadata(path)
+
+
+def _export_graphs(model: SubTransformer, encoder_path: str, decoder_path: str) -> None:
     import warnings
 
     from torch.export import Dim
 
-    model = model.eval()
     layers = len(model.decoder.layers)
     cross_names, past_names, present_names = cache_names(layers)
     src, step_inputs = example_inputs(model)
@@ -115,12 +128,34 @@ def export_onnx(model: SubTransformer, encoder_path: str, decoder_path: str) -> 
         )
 
 
+def strip_metadata(path: str) -> None:
+    """Drop the exporter's per-node debugging metadata (source stack traces, fx names) in place.
+
+    It is a quarter of a small model's file and nothing a runtime reads. Weights stay in the
+    external data file next to the graph.
+    """
+    import os
+
+    import onnx
+
+    model = onnx.load(path)
+    for node in model.graph.node:
+        node.doc_string = ""
+        del node.metadata_props[:]
+    data = os.path.basename(path) + ".data"
+    if os.path.exists(path + ".data"):
+        os.remove(path + ".data")
+    onnx.save(model, path, save_as_external_data=True, all_tensors_to_one_file=True, location=data,
+              size_threshold=1024)
+
+
 def quantize_int8(source: str, target: str) -> None:
     """onnxruntime dynamic int8 quantization (weights int8, activations quantized per call).
 
     onnxruntime's pre-processing runs first: it folds ``Transpose(embedding)`` of the tied output
     projection into a constant, so that MatMul is quantized too instead of dequantizing the whole
-    table at every decoding step.
+    table at every decoding step. That leaves the table twice in the graph (as the projection and
+    as the lookup); :func:`share_tied_table` makes the lookup read the projection's int8 copy.
     """
     import tempfile
     from pathlib import Path
@@ -134,4 +169,66 @@ def quantize_int8(source: str, target: str) -> None:
         onnx.save(onnx.load(source), single)
         prepared = str(Path(tmp) / "prepared.onnx")
         quant_pre_process(single, prepared, skip_symbolic_shape=True)
-        quantize_dynamic(prepared, target, weight_type=QuantType.QInt8)
+        quantized = str(Path(tmp) / "quantized.onnx")
+        quantize_dynamic(prepared, quantized, weight_type=QuantType.QInt8)
+        model = onnx.load(quantized)
+        share_tied_table(onnx.load(prepared), model)
+        del model.graph.value_info[:]  # pre-processing's shape annotations; onnxruntime infers its own
+        onnx.save(model, target)
+
+
+def _tied_pairs(prepared) -> list[tuple[str, str]]:
+    """(lookup table, projection weight) initializer names where the weight is the table transposed."""
+    import numpy as np
+    from onnx import numpy_helper
+
+    inits = {t.name: t for t in prepared.graph.initializer}
+    tables = {n.input[0] for n in prepared.graph.node if n.op_type == "Gather" and n.input[0] in inits
+              and len(inits[n.input[0]].dims) == 2}
+    weights = {n.input[1] for n in prepared.graph.node if n.op_type == "MatMul" and n.input[1] in inits
+               and len(inits[n.input[1]].dims) == 2}
+    pairs = []
+    for table in tables:
+        for weight in weights:
+            if tuple(inits[weight].dims) == tuple(reversed(inits[table].dims)) and np.array_equal(
+                    numpy_helper.to_array(inits[table]).T, numpy_helper.to_array(inits[weight])):
+                pairs.append((table, weight))
+    return pairs
+
+
+def share_tied_table(prepared, quantized) -> int:
+    """Point each quantized embedding lookup at the int8 output projection it is tied to.
+
+    ``Gather(table_q, ids) -> DequantizeLinear(table_scale)`` becomes
+    ``Gather(weight_q, ids, axis=1) -> Transpose -> DequantizeLinear(weight_scale)``: the rows are
+    read from the ``(dim, vocab)`` projection matrix, and the separate table copy is dropped.
+    Returns the number of lookups rewired.
+    """
+    from onnx import helper
+
+    graph = quantized.graph
+    inits = {t.name: t for t in graph.initializer}
+    rewired = 0
+    for table, weight in _tied_pairs(prepared):
+        table_q, weight_q = f"{table}_quantized", f"{weight}_quantized"
+        if table_q not in inits or weight_q not in inits:
+            continue
+        for node in list(graph.node):
+            if node.op_type != "Gather" or node.input[0] != table_q:
+                continue
+            dequant = next(n for n in graph.node if n.op_type == "DequantizeLinear" and n.input[0] == node.output[0])
+            columns = node.output[0] + "_columns"
+            rows = helper.make_node("Transpose", [columns], [node.output[0]], name=node.name + "_rows",
+                                    perm=[1, 2, 0])
+            gather = helper.make_node("Gather", [weight_q, node.input[1]], [columns], name=node.name, axis=1)
+            position = list(graph.node).index(node)
+            graph.node.remove(node)
+            graph.node.insert(position, rows)
+            graph.node.insert(position, gather)
+            dequant.input[1], dequant.input[2] = f"{weight}_scale", f"{weight}_zero_point"
+            rewired += 1
+    used = {name for n in graph.node for name in n.input}
+    for init in list(graph.initializer):
+        if init.name not in used:
+            graph.initializer.remove(init)
+    return rewired

@@ -64,9 +64,13 @@ class HatTranslationTask(TranslationTask):
 
     def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
         outputs = []
+        idle: dict[int, torch.nn.Parameter] | None = None
         for config in self.configs_for_update(model, update_num):
             model.set_active_subnet(config)
+            unused = {id(p): p for p in model.supernet.inactive_parameters()}
+            idle = unused if idle is None else {k: p for k, p in idle.items() if k in unused}
             outputs.append(super().train_step(sample, model, criterion, optimizer, update_num, ignore_grad))
+        self._idle_parameters = list((idle or {}).values())
         if len(outputs) == 1:
             return outputs[0]
         # Sandwich: gradients of all passes accumulate; report their mean loss.
@@ -77,6 +81,17 @@ class HatTranslationTask(TranslationTask):
             if key in logging_output:
                 logging_output[key] = sum(o[2][key] for o in outputs)
         return loss, sample_size, logging_output
+
+    def optimizer_step(self, optimizer, model, update_num):
+        """Leave the layers this update's SubTransformer did not use untouched.
+
+        Data-parallel reduction (fairseq's legacy DDP) gives unused parameters zero gradients,
+        with which Adam would still move them (momentum, weight decay); dropping those gradients
+        makes N processes train exactly like one process with ``--update-freq N``.
+        """
+        for param in getattr(self, "_idle_parameters", ()):
+            param.grad = None
+        super().optimizer_step(optimizer, model, update_num)
 
     def valid_step(self, sample, model, criterion):
         """Loss of the largest and the smallest SubTransformer (HAT's representative configs);

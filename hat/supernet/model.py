@@ -154,3 +154,8 @@ class SuperTransformer(EncoderDecoder):
         for layer, ffn, self_heads, cross_heads, ende in per_layer:
             layer.set_active(config.decoder_embed_dim, ffn, self_heads, cross_heads, ende_attn_layers(ende), dec_dropout)
         self.active_config = config
+
+    def inactive_parameters(self) -> list[nn.Parameter]:
+        """Parameters the active SubTransformer does not use at all (layers beyond its depths)."""
+        idle = [*self.encoder.layers[self.encoder.num_active_layers:], *self.decoder.layers[self.decoder.num_active_layers:]]
+        return [p for layer in idle for p in layer.parameters()]
