@@ -1,5 +1,5 @@
 """``python -m hat`` = the ``hat`` command."""
-from hat.cli import main
+from hat.cli import run
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run()
