@@ -9,7 +9,8 @@ Stages (each recorded in OUT/stages.json; re-running skips finished ones):
   search     evolutionary search for three latency constraints (inherited-weight validation loss)
   train      each found SubTransformer trained from scratch (HAT) and fine-tuned from inherited
              weights; baselines: the largest and the smallest SubTransformer, and fairseq's stock
-             `transformer` of the largest SubTransformer's size, all with the same budget
+             `transformer` of the largest SubTransformer's size, all with the same budget (the
+             largest is fine-tuned too, the baseline of the fine-tuned models)
   measure    BLEU (sacreBLEU, beam 5) on test_2016_flickr, latency of every model on onnxruntime
              (batch 1, beam 5, 30 source tokens), results table and BLEU-vs-latency plot
 """
@@ -51,8 +52,8 @@ QUICK = Budget(vocab=4000, supernet_updates=600, scratch_updates=300, finetune_u
 
 
 class Experiment:
-    def __init__(self, data: Path, out: Path, budget: Budget, threads: int) -> None:
-        self.raw, self.out, self.b, self.threads = data, out, budget, threads
+    def __init__(self, data: Path, out: Path, budget: Budget, threads: int, workers: int = 2) -> None:
+        self.raw, self.out, self.b, self.threads, self.workers = data, out, budget, threads, workers
         self.out.mkdir(parents=True, exist_ok=True)
         self.runner = StageRunner(out / "stages.json", log)
         self.stages = self.runner.results
@@ -108,6 +109,7 @@ class Experiment:
     def search(self) -> dict:
         from hat.latency import LatencyPredictor
         from hat.search import EvolutionarySearch, InheritedLossFitness
+        from hat.search.evaluators import RayEvaluator
         from hat.search.outputs import write_search_outputs
         from hat.space import SearchSpace
 
@@ -120,10 +122,15 @@ class Experiment:
         folder = self.out / "search"
         folder.mkdir(exist_ok=True)
         p = self.b.population
+        evaluator = RayEvaluator(fitness, self.workers) if self.workers > 1 else None
         search = EvolutionarySearch(space, fitness, predictor, constraints, population=p, parents=p // 5,
                                     mutations=2 * p // 5, crossovers=2 * p // 5, iterations=self.b.iterations,
-                                    state_path=folder / "state.json")
-        result = search.run(resume=(folder / "state.json").is_file())
+                                    evaluator=evaluator, state_path=folder / "state.json")
+        try:
+            result = search.run(resume=(folder / "state.json").is_file())
+        finally:
+            if evaluator is not None:
+                evaluator.close()
         summary = write_search_outputs(result, folder)
         return {"constraints": constraints, "configs": {f"{r['constraint_ms']:g}ms": str(folder / r["config_file"])
                                                         for r in summary["results"]}}
@@ -144,7 +151,7 @@ class Experiment:
             train(space=SPACE, data=self.bin, save_dir=scratch, subtransformer_config=config,
                   options=self.train_options(self.b.scratch_updates))
             checkpoints[f"{name} (scratch)"] = {"checkpoint": str(scratch / "checkpoint_best.pt"), "config": config}
-            if name.endswith("ms"):
+            if name.endswith("ms") or name == "largest":  # the largest too: a baseline for the fine-tuned ones
                 tuned = self.out / "models" / f"{name}-finetuned"
                 train(space=SPACE, data=self.bin, save_dir=tuned, subtransformer_config=config,
                       restore_file=self.stages["supernet"]["checkpoint"], reset_optimizer=True,
@@ -177,7 +184,7 @@ class Experiment:
         from hat.export.runtime import load_runtime
         from hat.export.verify import measure_runtime
         from hat.latency import Protocol
-        from hat.space import SubTransformerConfig
+        from hat.space import SearchSpace, SubTransformerConfig
 
         protocol = Protocol(vocab=self.stages["prepare"]["vocab"], warmup=3, runs=20, threads=self.threads)
         rows = []
@@ -191,7 +198,18 @@ class Experiment:
             row: dict[str, Any] = {"model": name}
             if entry.get("stock"):
                 row["bleu"] = self.stock_bleu(entry["checkpoint"], sacrebleu)
-                row["latency_ms"] = None  # stock fairseq models are not exported by HAT
+                # HAT does not export fairseq's own model; its architecture is the largest
+                # SubTransformer with standard encoder-decoder attention (last encoder layer), so
+                # that architecture is exported (supernet weights: latency does not depend on them)
+                largest = SearchSpace.from_yaml(SPACE).largest()
+                same = dataclasses.replace(largest, decoder_ende_attn=(-1,) * largest.decoder_layers)
+                same_file = self.out / "search" / "fairseq_transformer_equivalent.yaml"
+                same.to_yaml(same_file)
+                model_dir = export_model(self.stages["supernet"]["checkpoint"], same_file, self.bin,
+                                         self.out / "exported" / slug, onnx=True)
+                stats = measure_runtime(load_runtime(model_dir, "onnxruntime", threads=self.threads), protocol)
+                row["latency_ms"] = stats["encoder"].mean + stats["decoder"].mean
+                row["config"] = "fairseq transformer (latency of the same architecture)"
             else:
                 config = SubTransformerConfig.from_yaml(entry["config"])
                 result = evaluate(entry["checkpoint"], self.bin, config, split="test", beam=5)
@@ -236,21 +254,39 @@ class Experiment:
     def write_results(self, rows: list[dict]) -> None:
         from hat.plots import _pyplot
 
-        lines = ["| model | BLEU (test_2016_flickr) | onnxruntime latency (ms) | architecture |",
-                 "| --- | --- | --- | --- |"]
+        largest = next((r for r in rows if r["model"] == "largest (scratch)"), None)
+        lines = ["| model | BLEU (test_2016_flickr) | onnxruntime latency (ms) | faster than largest | parameters | architecture |",
+                 "| --- | --- | --- | --- | --- | --- |"]
         for r in rows:
             latency = f"{r['latency_ms']:.1f}" if r.get("latency_ms") else "n/a"
-            lines.append(f"| {r['model']} | {r['bleu']:.2f} | {latency} | {r.get('config', 'fairseq transformer')} |")
+            speedup = f"{largest['latency_ms'] / r['latency_ms']:.2f}x" if largest and r.get("latency_ms") else "n/a"
+            params = f"{r['parameters']:,}" if r.get("parameters") else "n/a"
+            lines.append(f"| {r['model']} | {r['bleu']:.2f} | {latency} | {speedup} | {params} | {r.get('config', '')} |")
+        for kind in ("scratch", "fine-tuned"):
+            base = next((r for r in rows if r["model"] == f"largest ({kind})"), None)
+            searched = [r for r in rows if r["model"].endswith(f"ms ({kind})") and r.get("latency_ms")]
+            fast = [r for r in searched if base and base["latency_ms"] / r["latency_ms"] >= 2.5]
+            if not base:
+                continue
+            if fast:
+                best = max(fast, key=lambda r: r["bleu"])
+                lines.append(f"\nGoal ({kind}; within 0.5 BLEU of the largest at >= 2.5x lower latency): '{best['model']}' "
+                             f"{best['bleu']:.2f} BLEU vs largest ({kind}) {base['bleu']:.2f} "
+                             f"({best['bleu'] - base['bleu']:+.2f}) at {base['latency_ms'] / best['latency_ms']:.2f}x lower "
+                             f"latency: {'met' if best['bleu'] >= base['bleu'] - 0.5 else 'not met'}.")
+            else:
+                lines.append(f"\nGoal ({kind}): no searched model is >= 2.5x faster than the largest.")
         atomic_write_text(self.out / "RESULTS.md", "\n".join(lines) + "\n")
         plt = _pyplot()
-        fig, ax = plt.subplots(figsize=(6, 4))
+        fig, ax = plt.subplots(figsize=(7, 4.5))
         for r in rows:
             if r.get("latency_ms"):
-                ax.scatter(r["latency_ms"], r["bleu"])
+                marker = "*" if "ms (" in r["model"] else "o"
+                ax.scatter(r["latency_ms"], r["bleu"], marker=marker, s=60 if marker == "*" else 30)
                 ax.annotate(r["model"], (r["latency_ms"], r["bleu"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
-        ax.set_xlabel("onnxruntime latency (ms, batch 1, beam 5, 30 tokens)")
-        ax.set_ylabel("BLEU")
-        ax.set_title("Multi30k En-De")
+        ax.set_xlabel("onnxruntime latency (ms, batch 1, beam 5, 30 tokens, 1 thread)")
+        ax.set_ylabel("BLEU (test_2016_flickr)")
+        ax.set_title("Multi30k En-De: searched SubTransformers (*) and baselines")
         fig.tight_layout()
         fig.savefig(self.out / "bleu_vs_latency.png", dpi=120)
         plt.close(fig)
@@ -262,7 +298,8 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "multi30k")
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "multi30k")
     parser.add_argument("--quick", action="store_true", help="a reduced run (minutes, not hours)")
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=1, help="threads per latency measurement / fitness worker")
+    parser.add_argument("--workers", type=int, default=2, help="Ray workers for the search's fitness evaluations")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                         help=f"override one budget field ({', '.join(f.name for f in dataclasses.fields(Budget))})")
     args = parser.parse_args()
@@ -275,7 +312,7 @@ def main() -> None:
             parser.error(f"--set {item}: expected FIELD=INTEGER with FIELD one of {sorted(fields)}")
         budget = dataclasses.replace(budget, **{key: int(value)})
     log.info("budget: %s", budget)
-    Experiment(args.data, args.out, budget, args.threads).run()
+    Experiment(args.data, args.out, budget, args.threads, args.workers).run()
 
 
 if __name__ == "__main__":

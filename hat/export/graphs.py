@@ -211,12 +211,15 @@ def share_tied_table(prepared, quantized) -> int:
     rewired = 0
     for table, weight in _tied_pairs(prepared):
         table_q, weight_q = f"{table}_quantized", f"{weight}_quantized"
-        if table_q not in inits or weight_q not in inits:
-            continue
+        scale, zero_point = f"{weight}_scale", f"{weight}_zero_point"
+        if not {table_q, weight_q, scale, zero_point} <= set(inits) or len(inits[scale].dims) != 0:
+            continue  # not the per-tensor layout this rewrite knows: leave the graph as it is
         for node in list(graph.node):
             if node.op_type != "Gather" or node.input[0] != table_q:
                 continue
-            dequant = next(n for n in graph.node if n.op_type == "DequantizeLinear" and n.input[0] == node.output[0])
+            dequant = next((n for n in graph.node if n.op_type == "DequantizeLinear" and n.input[0] == node.output[0]), None)
+            if dequant is None:
+                continue
             columns = node.output[0] + "_columns"
             rows = helper.make_node("Transpose", [columns], [node.output[0]], name=node.name + "_rows",
                                     perm=[1, 2, 0])
@@ -225,7 +228,7 @@ def share_tied_table(prepared, quantized) -> int:
             graph.node.remove(node)
             graph.node.insert(position, rows)
             graph.node.insert(position, gather)
-            dequant.input[1], dequant.input[2] = f"{weight}_scale", f"{weight}_zero_point"
+            dequant.input[1], dequant.input[2] = scale, zero_point
             rewired += 1
     used = {name for n in graph.node for name in n.input}
     for init in list(graph.initializer):
