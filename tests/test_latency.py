@@ -127,6 +127,19 @@ def test_mlp_and_table_predictors_round_trip(micro, tmp_path):
     assert model.kind in scores and set(scores) == {"linear", "mlp", "table"}
 
 
+def test_fit_auto_cross_validates_every_row_and_prefers_the_simpler_kind(micro, tmp_path):
+    tables = LatencyCollector(micro, FAST, tmp_path, progress=False).collect_tables()
+    data = _synthetic_dataset(micro, 30)
+    _, scores = fit_auto(data, tables, seed=0, mlp_steps=50, folds=5)
+    assert all(s["n"] == len(data) for s in scores.values())  # each row predicted once, out of fold
+    best = min(scores, key=lambda k: scores[k]["mape_pct"])
+    strict, _ = fit_auto(data, tables, seed=0, mlp_steps=50, tolerance=0.0)
+    assert strict.kind == best
+    lenient, _ = fit_auto(data, tables, seed=0, mlp_steps=50, tolerance=1e9)
+    assert lenient.kind == "table"  # the simplest kind wins whenever it is within the tolerance
+    assert lenient.info["selection"]["chosen"] == "table" and lenient.info["selection"]["folds"] == 5
+
+
 def test_table_sum_predictor_is_the_sum(micro, tmp_path):
     tables = LatencyCollector(micro, FAST, tmp_path, progress=False).collect_tables()
     configs = [micro.sample(seed=i) for i in range(5)]
