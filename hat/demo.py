@@ -192,7 +192,8 @@ class Demo:
             report = verify_model(model_dir, self.predictor, backend="torch")
             row = {"name": name, "archid": manifest["archid"], "parameters": manifest["parameters"],
                    "predicted_ms": report["predicted_ms"], "measured_torch_ms": report["measured_ms"],
-                   "relative_error": report["relative_error"]}
+                   "relative_error": report["relative_error"], "machine_factor": report.get("machine_factor"),
+                   "normalised_error": report.get("normalised_error")}
             protocol = Protocol(**report["protocol"])
             for precision in ("fp32", "int8"):
                 translator = Translator(model_dir, "onnxruntime", precision, threads=self.s.threads)

@@ -27,6 +27,14 @@ def _bleu_latency_plot(models: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def _percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:+.1f}%"
+
+
+def _factor(model: dict) -> str:
+    return "n/a" if model.get("machine_factor") is None else f"x{model['machine_factor']:.3f}"
+
+
 def write_report(out: Path, stages: dict[str, Any], settings: dict[str, Any]) -> Path:
     out = Path(out)
     models = stages["evaluate"]["models"]
@@ -80,11 +88,17 @@ def write_report(out: Path, stages: dict[str, Any], settings: dict[str, Any]) ->
         "collector's protocol and backend; onnxruntime columns are the deployed graphs. BLEU: sacreBLEU on the",
         "500-sentence synthetic test set, beam 5, weights inherited from the SuperTransformer (no retraining).",
         "",
-        "| model | params | predicted (ms) | measured torch (ms) | error | onnxruntime fp32 (ms) | onnxruntime int8 (ms) | BLEU fp32 | BLEU int8 |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| model | params | predicted (ms) | measured torch (ms) | error | machine speed | error at that speed | onnxruntime fp32 (ms) | onnxruntime int8 (ms) | BLEU fp32 | BLEU int8 |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
         *[f"| {m['name']} | {m['parameters']:,} | {m['predicted_ms']:.2f} | {m['measured_torch_ms']:.2f} | "
-          f"{100 * m['relative_error']:+.1f}% | {m['measured_ort_fp32_ms']:.2f} | {m['measured_ort_int8_ms']:.2f} | "
+          f"{100 * m['relative_error']:+.1f}% | {_factor(m)} | {_percent(m.get('normalised_error'))} | "
+          f"{m['measured_ort_fp32_ms']:.2f} | {m['measured_ort_int8_ms']:.2f} | "
           f"{m['bleu_fp32']:.1f} | {m['bleu_int8']:.1f} |" for m in models],
+        "",
+        "*Machine speed*: the collector's reference model, timed interleaved with each model, against its median time",
+        "during profiling (x1.10 = the machine ran 10% slower than when the predictor's data was taken). *Error at",
+        "that speed* compares the measurement with the prediction scaled by that factor: the predictor's own error,",
+        "with the shared machine's drift taken out. *Error* is the raw comparison.",
         "",
         "![BLEU vs latency](bleu_vs_latency.png)",
         "",

@@ -109,6 +109,27 @@ def test_verify_reports_and_exit_code(exported, tmp_path, capsys):
     assert main(["verify", "--model", str(exported), "--predictor", str(predictor), "--constraint", "100000"]) == 0
 
 
+def test_verify_gauges_the_machine_with_the_collectors_reference_model(exported, tmp_path):
+    from hat.export.verify import verify_model
+    from hat.latency import LatencyCollector, LatencyPredictor, Protocol
+    from hat.space import SearchSpace
+
+    space = SearchSpace.from_yaml(SPACES / "tiny.yaml")
+    collector = LatencyCollector(space, Protocol(src_len=6, beam=2, vocab=100, warmup=1, runs=3), tmp_path / "lat",
+                                 chunk_size=4, progress=False)
+    data = collector.collect_dataset(8)
+    assert data.meta["reference"]["config"] == space.smallest().to_dict(include_space=False)
+    LatencyPredictor("linear").fit(data).save(tmp_path / "p.json")
+    reference = LatencyPredictor.load(tmp_path / "p.json").info["reference"]
+    times = sorted(float(r["reference_ms"]) for r in data.rows)
+    assert reference["total_ms"] == pytest.approx(float(np.median(times))) and reference["chunks"] == 2
+    report = verify_model(exported, tmp_path / "p.json", backend="torch")
+    assert report["reference_profiled_ms"] == pytest.approx(reference["total_ms"])
+    assert report["machine_factor"] == pytest.approx(report["reference_now_ms"] / reference["total_ms"])
+    assert report["normalised_error"] == pytest.approx(
+        (report["predicted_ms"] * report["machine_factor"] - report["measured_ms"]) / report["measured_ms"])
+
+
 def test_bad_model_directories(exported, tmp_path):
     import shutil
 

@@ -87,6 +87,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
         print(f"  measured : encoder {report['measured_encoder_ms']:.2f} ms + decoder {report['measured_decoder_ms']:.2f} ms"
               f" = {report['measured_ms']:.2f} ms (± {report['measured_std_ms']:.2f})")
         print(f"  predicted: {report['predicted_ms']:.2f} ms (relative error {100 * report['relative_error']:+.1f}%)")
+        if "machine_factor" in report:
+            print(f"  machine  : reference model {report['reference_now_ms']:.2f} ms now vs {report['reference_profiled_ms']:.2f} ms "
+                  f"when profiled (x{report['machine_factor']:.3f}); error at today's speed "
+                  f"{100 * report['normalised_error']:+.1f}%")
         for note in report["notes"]:
             print(f"  note: {note}")
         if args.constraint is not None:

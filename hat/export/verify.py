@@ -35,11 +35,14 @@ class ModelWorkload:
             self.runtime.step(self.targets[:, t : t + 1], t, state)
 
 
-def measure_runtime(runtime: Any, protocol: Protocol) -> dict[str, TimingStats]:
+def measure_runtime(runtime: Any, protocol: Protocol, reference: Any = None) -> dict[str, TimingStats]:
     """Warm-up, then ``runs`` timed runs; encoder and decoder timed separately (ms).
 
     A torch runtime is timed with the collector's own workload (the code path the predictor was
-    fitted on); an onnxruntime one with the same protocol over its two sessions.
+    fitted on); an onnxruntime one with the same protocol over its two sessions. With a
+    ``reference`` workload (encoder and decoder callables), the two are timed in alternating
+    order within every round, as the collector does, and its stats come back as
+    ``reference_encoder`` / ``reference_decoder``.
     """
     from hat.export.runtime import TorchModel
     from hat.latency.timers import CpuTimer
@@ -52,14 +55,31 @@ def measure_runtime(runtime: Any, protocol: Protocol) -> dict[str, TimingStats]:
     else:
         work = ModelWorkload(runtime, protocol)
         work.encoder()
-    for _ in range(protocol.warmup):
-        work.encoder()
-        work.decoder()
-    encoder, decoder = [], []
-    for _ in range(protocol.runs):
-        encoder.append(timer.time_ms(work.encoder))
-        decoder.append(timer.time_ms(work.decoder))
-    return {"encoder": TimingStats.of(encoder, protocol.trim), "decoder": TimingStats.of(decoder, protocol.trim)}
+    workloads = [("", work)] + ([("reference_", reference)] if reference is not None else [])
+    for _, w in workloads:
+        for _ in range(protocol.warmup):
+            w.encoder()
+            w.decoder()
+    samples: dict[str, list[float]] = {f"{prefix}{part}": [] for prefix, _ in workloads for part in ("encoder", "decoder")}
+    for round_index in range(protocol.runs):
+        shift = round_index % len(workloads)
+        for prefix, w in workloads[shift:] + workloads[:shift]:
+            samples[f"{prefix}encoder"].append(timer.time_ms(w.encoder))
+            samples[f"{prefix}decoder"].append(timer.time_ms(w.decoder))
+    return {name: TimingStats.of(values, protocol.trim) for name, values in samples.items()}
+
+
+def reference_workload(reference: dict[str, Any], protocol: Protocol) -> Any:
+    """The collector's reference model (random weights, seeded as when it was profiled), ready to time."""
+    import torch
+
+    from hat.latency.workloads import model_workload
+    from hat.space import SubTransformerConfig
+    from hat.subtransformer import ModelDims, SubTransformer
+
+    torch.manual_seed(protocol.seed)
+    model = SubTransformer(SubTransformerConfig.from_dict(reference["config"]), ModelDims(**reference["dims"])).eval()
+    return model_workload(model, Protocol(**{**protocol.to_dict(), "vocab": reference["dims"]["tgt_vocab_size"]}), "cpu")
 
 
 def verify_model(
@@ -95,13 +115,32 @@ def verify_model(
     config = SubTransformerConfig.from_yaml(Path(model_dir) / manifest["config"])
     predicted = float(predictor.predict([config])[0])
     runtime = load_runtime(model_dir, backend, precision, threads=protocol.threads)
-    stats = measure_runtime(runtime, protocol)
-    measured = stats["encoder"].mean + stats["decoder"].mean
     device = predictor.info.get("device") or {}
-    return {
+    reference = predictor.info.get("reference") if device.get("backend", "torch") == "torch" else None
+    reference_work = None
+    if reference is not None:
+        try:
+            reference_work = reference_workload(reference, protocol)
+        except ImportError:  # a device with onnxruntime only: no torch to run the reference on
+            reference, reference_work = None, None
+            notes.append("torch is not installed, so the machine's speed was not checked against the reference model")
+    stats = measure_runtime(runtime, protocol, reference_work)
+    measured = stats["encoder"].mean + stats["decoder"].mean
+    report = {
         "model": str(model_dir), "archid": manifest["archid"], "backend": backend, "precision": precision,
         "predictor_backend": device.get("backend"), "protocol": protocol.to_dict(),
         "measured_encoder_ms": stats["encoder"].mean, "measured_decoder_ms": stats["decoder"].mean,
         "measured_ms": measured, "measured_std_ms": float(np.hypot(stats["encoder"].std, stats["decoder"].std)),
         "predicted_ms": predicted, "relative_error": (predicted - measured) / measured, "notes": notes,
     }
+    if reference is not None:
+        now = stats["reference_encoder"].mean + stats["reference_decoder"].mean
+        factor = now / reference["total_ms"]
+        report.update(reference_profiled_ms=reference["total_ms"], reference_now_ms=now, machine_factor=factor,
+                      normalised_error=(predicted * factor - measured) / measured)
+        if abs(factor - 1) > 0.05:
+            notes.append(f"the reference model runs {100 * (factor - 1):+.1f}% against its time when the predictor's "
+                         f"data was measured ({now:.2f} vs {reference['total_ms']:.2f} ms): the machine is "
+                         f"{'busier' if factor > 1 else 'quieter'} now; at today's speed the prediction is off by "
+                         f"{100 * report['normalised_error']:+.1f}%")
+    return report

@@ -178,7 +178,17 @@ class LatencyCollector:
             "space_fingerprint": self.space.fingerprint,
             "protocol": self.protocol.to_dict(),
             "device": self._device,
+            "reference": self.reference_spec(),
         }
+
+    def reference_spec(self) -> dict[str, Any]:
+        """The reference model timed in every chunk, as ``hat verify`` rebuilds it to gauge the machine's speed."""
+        from dataclasses import asdict
+
+        from hat.subtransformer import ModelDims
+
+        dims = ModelDims.for_space(self.space, self.protocol.vocab, self.protocol.vocab)
+        return {"config": self.reference.to_dict(include_space=False), "dims": asdict(dims)}
 
     def _check_existing(self, meta: dict[str, Any], path: Path) -> None:
         """Resuming into a file measured with another space or protocol would mix incomparable rows."""

@@ -106,6 +106,9 @@ class LatencyPredictor:
             self.info.update(space=self.tables.space_name, space_fingerprint=self.tables.space_fingerprint)
             self.info.setdefault("device", self.tables.device)
             self.info.setdefault("protocol", self.tables.protocol)
+        reference = _reference_timing(dataset)
+        if reference is not None:
+            self.info["reference"] = reference
         return self
 
     # ---- prediction --------------------------------------------------------------------------
@@ -257,6 +260,20 @@ def split_indices(n: int, test_fraction: float, seed: int) -> tuple[np.ndarray, 
     order = np.random.default_rng(seed).permutation(n)
     n_test = max(1, int(round(n * test_fraction)))
     return np.sort(order[n_test:]), np.sort(order[:n_test])
+
+
+def _reference_timing(dataset: LatencyDataset) -> dict[str, Any] | None:
+    """The collector's reference model and its median time over the chunks that measured ``dataset``.
+
+    ``hat verify`` times the same model next to the one it checks; the ratio of the two reference
+    times says how much faster or slower the machine is now than when the training data was taken.
+    """
+    spec = dataset.meta.get("reference") if dataset.meta else None
+    times = [float(r.get("reference_ms") or "nan") for r in dataset.rows]
+    times = [t for t in times if math.isfinite(t) and t > 0]
+    if not isinstance(spec, dict) or not times:
+        return None
+    return {**spec, "total_ms": float(np.median(times)), "chunks": len(set(times))}
 
 
 # Kinds from the fewest fitted parameters to the most; a more complex kind must earn its place.
