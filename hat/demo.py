@@ -118,7 +118,8 @@ class Demo:
         collector.collect_dataset(len(test), configs=test, file_name="test.csv")
         noise = reference_noise(self.latency_dir)
         return {"noise": noise, "summary": f"tables + {self.s.samples}+{len(test)} SubTransformers measured "
-                                           f"(reference CV {100 * noise['cv']:.1f}%)"}
+                                           f"(reference CV {100 * noise['cv']:.1f}%, {noise['remeasured']} chunk(s) "
+                                           f"measured again)"}
 
     def stage_predictor(self) -> dict:
         from hat.latency import LatencyDataset, LatencyTables, fit_auto

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -8,7 +9,7 @@ import pytest
 import torch
 
 from hat.errors import HatError
-from hat.latency import LatencyCollector, LatencyDataset, LatencyPredictor, LatencyTables, Protocol, measure_items
+from hat.latency import LatencyCollector, LatencyDataset, LatencyPredictor, LatencyTables, Protocol, measure_items, reference_noise
 from hat.latency.dataset import COLUMNS, write_dataset
 from hat.latency.features import HAT_FEATURES, hat_features, structural_features
 from hat.latency.predictor import fit_auto, split_indices
@@ -67,13 +68,14 @@ def test_tables_cover_every_layer_config_and_estimate_sums(micro, tmp_path):
 
 def test_dataset_rows_header_and_resume_after_kill(micro, tmp_path):
     killed = CountingRunner(fail_after=1)
-    collector = LatencyCollector(micro, FAST, tmp_path, runner=killed, chunk_size=2, progress=False)
+    # retries=0: counts below must not depend on this machine's noise (re-measuring has its own test)
+    collector = LatencyCollector(micro, FAST, tmp_path, runner=killed, chunk_size=2, retries=0, progress=False)
     with pytest.raises(KeyboardInterrupt):
         collector.collect_dataset(5, seed=0)
     partial = LatencyDataset.load(tmp_path / "dataset.csv")
     assert len(partial) == 2  # the finished chunk survived, written atomically
     resumed = CountingRunner()
-    collector = LatencyCollector(micro, FAST, tmp_path, runner=resumed, chunk_size=2, progress=False)
+    collector = LatencyCollector(micro, FAST, tmp_path, runner=resumed, chunk_size=2, retries=0, progress=False)
     data = collector.collect_dataset(5, seed=0)
     assert resumed.items == 3 and len(data) == 5
     assert [c.archid for c in data.configs] == [c.archid for c in collector.sample_configs(5, 0)]
@@ -81,9 +83,38 @@ def test_dataset_rows_header_and_resume_after_kill(micro, tmp_path):
     assert data.meta["device"]["threads"] == 1 and "torch" in data.meta["device"]
     assert np.allclose(data.features, np.array([hat_features(c) for c in data.configs]))
     assert (data.encoder_ms > 0).all() and (data.decoder_ms > 0).all()
-    reference = (tmp_path / "reference.csv").read_text().splitlines()
-    assert len(reference) == 1 + 3  # one reference timing per chunk
+    reference = list(csv.DictReader((tmp_path / "reference.csv").open()))
+    assert sum(r["accepted"] == "1" for r in reference) == 3  # one kept reference timing per chunk
     assert data.drift_corrected().total_ms.shape == data.total_ms.shape
+
+
+class ScriptedRunner:
+    """Fake timings: every workload 1 ms per part; the reference slowed down by ``slow[call]`` on some calls."""
+
+    def __init__(self, slow: dict[int, float]) -> None:
+        self.slow, self.calls = slow, 0
+
+    def __call__(self, space, protocol, backend, items):
+        factor = self.slow.get(self.calls, 1.0)
+        self.calls += 1
+        stats = {"median": factor, "mean": factor, "std": 0.0, "iqr": 0.0, "n": 3}
+        return [{"encoder": dict(stats), "decoder": dict(stats)} for _ in items]
+
+
+def test_a_chunk_measured_while_the_machine_was_busy_is_measured_again(micro, tmp_path):
+    runner = ScriptedRunner(slow={2: 1.6})  # the third chunk's first attempt runs 1.6x slow
+    collector = LatencyCollector(micro, FAST, tmp_path, runner=runner, chunk_size=2, progress=False)
+    data = collector.collect_dataset(8, seed=0)
+    assert runner.calls == 5 and len(data) == 8  # 4 chunks + 1 repeat
+    assert np.allclose(data.total_ms, 2.0) and {r["reference_ms"] for r in data.rows} == {"2.0000"}
+    reference = list(csv.DictReader((tmp_path / "reference.csv").open()))
+    assert [r["accepted"] for r in reference] == ["1", "1", "0", "1", "1"]
+    assert reference_noise(tmp_path)["remeasured"] == 1
+    # a machine that stays busy: after `retries` repeats the last attempt is kept (with a warning)
+    stubborn = ScriptedRunner(slow={1: 1.6, 2: 1.6, 3: 1.6})
+    data = LatencyCollector(micro, FAST, tmp_path / "busy", runner=stubborn, chunk_size=2, retries=2,
+                            progress=False).collect_dataset(4, seed=0)
+    assert stubborn.calls == 4 and np.allclose(data.total_ms, [2.0, 2.0, 3.2, 3.2])
 
 
 def test_resuming_with_another_protocol_is_refused(micro, tmp_path):
