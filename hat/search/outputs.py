@@ -66,11 +66,14 @@ def plot_search(result: SearchResult, out: Path) -> None:
                label="evaluated")
     front = result.pareto_front()
     ax.plot([c.latency_ms for c in front], [c.loss for c in front], "b-", lw=1.5, label="Pareto front")
+    chosen: dict[str, tuple[Any, list[str]]] = {}  # one label per chosen config, naming every constraint it won
     for item in result.results:
         ax.axvline(item.constraint_ms, color="red", lw=0.8, ls="--")
-        ax.scatter([item.best.latency_ms], [item.best.loss], marker="*", s=160, color="red", zorder=5)
-        ax.annotate(f"{item.constraint_ms:g} ms", (item.best.latency_ms, item.best.loss),
-                    textcoords="offset points", xytext=(5, 5))
+        chosen.setdefault(item.best.config.archid, (item.best, []))[1].append(f"{item.constraint_ms:g}")
+    for best, constraints in chosen.values():
+        ax.scatter([best.latency_ms], [best.loss], marker="*", s=160, color="red", zorder=5)
+        ax.annotate(f"≤ {' / '.join(constraints)} ms", (best.latency_ms, best.loss), textcoords="offset points",
+                    xytext=(5, 5))
     ax.set_xlabel("predicted latency (ms)")
     ax.set_ylabel("validation loss")
     ax.set_title("loss vs latency (chosen configs starred)")
