@@ -35,10 +35,18 @@ log = logging.getLogger("multi30k")
 
 @dataclasses.dataclass
 class Budget:
-    vocab: int = 8000
-    supernet_updates: int = 30000
-    scratch_updates: int = 12000
-    finetune_updates: int = 3000
+    """How much of everything. The default is sized for about 4 hours on 2 CPU cores.
+
+    Measured here (BENCHMARKS.md): 0.67 updates/s at 4,096 tokens per update with the 4k joint
+    vocabulary (SuperTransformer, sampled SubTransformers), so 2,500 + 6 x 800 + 4 x 250 updates
+    take about 3.4 h, plus ~35 min for profiling, search and measuring (an estimate, not a run). Much longer training
+    (HAT trains for 40k updates on GPUs) belongs on bigger machines: raise it with --set.
+    """
+
+    vocab: int = 4000
+    supernet_updates: int = 2500
+    scratch_updates: int = 800
+    finetune_updates: int = 250
     max_tokens: int = 4096
     samples: int = 120
     test_samples: int = 40
