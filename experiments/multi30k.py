@@ -269,7 +269,8 @@ class Experiment:
             latency = f"{r['latency_ms']:.1f}" if r.get("latency_ms") else "n/a"
             speedup = f"{largest['latency_ms'] / r['latency_ms']:.2f}x" if largest and r.get("latency_ms") else "n/a"
             params = f"{r['parameters']:,}" if r.get("parameters") else "n/a"
-            lines.append(f"| {r['model']} | {r['bleu']:.2f} | {latency} | {speedup} | {params} | {r.get('config', '')} |")
+            architecture = r.get("config", "").replace("|", "\\|")  # a config summary has a '|' between encoder and decoder
+            lines.append(f"| {r['model']} | {r['bleu']:.2f} | {latency} | {speedup} | {params} | {architecture} |")
         for kind in ("scratch", "fine-tuned"):
             base = next((r for r in rows if r["model"] == f"largest ({kind})"), None)
             searched = [r for r in rows if r["model"].endswith(f"ms ({kind})") and r.get("latency_ms")]

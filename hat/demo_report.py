@@ -31,6 +31,15 @@ def _percent(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:+.1f}%"
 
 
+def _architecture(model_dir: str) -> str:
+    """The exported model's config summary, safe inside a Markdown table cell."""
+    from hat.export.model_dir import read_manifest
+    from hat.space import SubTransformerConfig
+
+    config = SubTransformerConfig.from_yaml(Path(model_dir) / read_manifest(model_dir)["config"])
+    return f"`{config.summary()}`".replace("|", "\\|")
+
+
 def _factor(model: dict) -> str:
     return "n/a" if model.get("machine_factor") is None else f"x{model['machine_factor']:.3f}"
 
@@ -89,12 +98,13 @@ def write_report(out: Path, stages: dict[str, Any], settings: dict[str, Any]) ->
         "collector's protocol and backend; onnxruntime columns are the deployed graphs. BLEU: sacreBLEU on the",
         "500-sentence synthetic test set, beam 5, weights inherited from the SuperTransformer (no retraining).",
         "",
-        "| model | params | predicted (ms) | measured torch (ms) | error | machine speed | error at that speed | onnxruntime fp32 (ms) | onnxruntime int8 (ms) | BLEU fp32 | BLEU int8 |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| model | params | predicted (ms) | measured torch (ms) | error | machine speed | error at that speed | onnxruntime fp32 (ms) | onnxruntime int8 (ms) | BLEU fp32 | BLEU int8 | architecture |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
         *[f"| {m['name']} | {m['parameters']:,} | {m['predicted_ms']:.2f} | {m['measured_torch_ms']:.2f} | "
           f"{100 * m['relative_error']:+.1f}% | {_factor(m)} | {_percent(m.get('normalised_error'))} | "
           f"{m['measured_ort_fp32_ms']:.2f} | {m['measured_ort_int8_ms']:.2f} | "
-          f"{m['bleu_fp32']:.1f} | {m['bleu_int8']:.1f} |" for m in models],
+          f"{m['bleu_fp32']:.1f} | {m['bleu_int8']:.1f} | {_architecture(stages['export']['models'][m['name']])} |"
+          for m in models],
         "",
         "*Machine speed*: the collector's reference model, timed interleaved with each model, against its median time",
         "during profiling (x1.10 = the machine ran 10% slower than when the predictor's data was taken). *Error at",
