@@ -122,7 +122,7 @@ def test_verify_gauges_the_machine_with_the_collectors_reference_model(exported,
     LatencyPredictor("linear").fit(data).save(tmp_path / "p.json")
     reference = LatencyPredictor.load(tmp_path / "p.json").info["reference"]
     times = sorted(float(r["reference_ms"]) for r in data.rows)
-    assert reference["total_ms"] == pytest.approx(float(np.median(times))) and reference["chunks"] == 2
+    assert reference["total_ms"] == pytest.approx(float(np.median(times))) and reference["rows"] == 8
     report = verify_model(exported, tmp_path / "p.json", backend="torch")
     assert report["reference_profiled_ms"] == pytest.approx(reference["total_ms"])
     assert report["machine_factor"] == pytest.approx(report["reference_now_ms"] / reference["total_ms"])

@@ -77,6 +77,7 @@ def reference_workload(reference: dict[str, Any], protocol: Protocol) -> Any:
     from hat.space import SubTransformerConfig
     from hat.subtransformer import ModelDims, SubTransformer
 
+    torch.set_num_threads(protocol.threads)  # as profiled, whichever backend runs the model being verified
     torch.manual_seed(protocol.seed)
     model = SubTransformer(SubTransformerConfig.from_dict(reference["config"]), ModelDims(**reference["dims"])).eval()
     return model_workload(model, Protocol(**{**protocol.to_dict(), "vocab": reference["dims"]["tgt_vocab_size"]}), "cpu")

@@ -3,9 +3,10 @@
 Measurements happen in chunks. Inside a chunk, every workload is warmed up, then timed once per
 round for ``protocol.runs`` rounds in a rotating order (interleaved), so slow drift of a shared
 machine spreads over all workloads instead of biasing some. A fixed reference model is timed in
-every chunk; its spread across the run is the measurement noise we report, and a chunk during which
-it ran clearly slower than in the chunks before (the machine was busy) is measured again. After every chunk the
-results are written atomically, so a killed run resumes without re-measuring finished work.
+every chunk; its spread across the run is the measurement noise we report, and a chunk during
+which it ran clearly slower than in the chunks before (the machine was busy) is measured again.
+After every chunk the results are written atomically, so a killed run resumes without
+re-measuring finished work.
 """
 from __future__ import annotations
 

@@ -273,7 +273,7 @@ def _reference_timing(dataset: LatencyDataset) -> dict[str, Any] | None:
     times = [t for t in times if math.isfinite(t) and t > 0]
     if not isinstance(spec, dict) or not times:
         return None
-    return {**spec, "total_ms": float(np.median(times)), "chunks": len(set(times))}
+    return {**spec, "total_ms": float(np.median(times)), "rows": len(times)}
 
 
 # Kinds from the fewest fitted parameters to the most; a more complex kind must earn its place.
