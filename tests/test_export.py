@@ -128,6 +128,11 @@ def test_verify_gauges_the_machine_with_the_collectors_reference_model(exported,
     assert report["machine_factor"] == pytest.approx(report["reference_now_ms"] / reference["total_ms"])
     assert report["normalised_error"] == pytest.approx(
         (report["predicted_ms"] * report["machine_factor"] - report["measured_ms"]) / report["measured_ms"])
+    broken = json.loads((tmp_path / "p.json").read_text())
+    del broken["info"]["reference"]["dims"]
+    (tmp_path / "broken.json").write_text(json.dumps(broken))
+    with pytest.raises(HatError, match="broken.json.*reference model entry is corrupt"):
+        verify_model(exported, tmp_path / "broken.json", backend="torch")
 
 
 def test_bad_model_directories(exported, tmp_path):

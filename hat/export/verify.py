@@ -125,6 +125,9 @@ def verify_model(
         except ImportError:  # a device with onnxruntime only: no torch to run the reference on
             reference, reference_work = None, None
             notes.append("torch is not installed, so the machine's speed was not checked against the reference model")
+        except (KeyError, TypeError, ValueError, HatError) as err:
+            raise HatError(f"the predictor's reference model entry is corrupt ({type(err).__name__}: {err})",
+                           predictor_path) from None
     stats = measure_runtime(runtime, protocol, reference_work)
     measured = stats["encoder"].mean + stats["decoder"].mean
     report = {
