@@ -12,7 +12,8 @@ Stages (each recorded in OUT/stages.json; re-running skips finished ones):
              `transformer` of the largest SubTransformer's size, all with the same budget (the
              largest is fine-tuned too, the baseline of the fine-tuned models)
   measure    BLEU (sacreBLEU, beam 5) on test_2016_flickr, latency of every model on onnxruntime
-             (batch 1, beam 5, 30 source tokens), results table and BLEU-vs-latency plot
+             (batch 1, beam 5, 30 source tokens; all models timed in the same rounds, in rotating
+             order), results table and BLEU-vs-latency plot
 """
 from __future__ import annotations
 
@@ -31,6 +32,24 @@ from hat.stages import StageRunner
 ROOT = Path(__file__).resolve().parents[1]
 SPACE = ROOT / "search_spaces" / "multi30k_cpu.yaml"
 log = logging.getLogger("multi30k")
+# fairseq's legacy `transformer` stores its options as an argparse.Namespace, which torch's
+# weights-only loader refuses (so fairseq could neither resume nor generate from it). That class
+# only holds attributes, so it is allowed, in the processes that train and decode the stock model
+# this script trained, and nothing else is.
+ALLOW_NAMESPACE = "import argparse, sys, torch; torch.serialization.add_safe_globals([argparse.Namespace]);"
+
+
+def stock_updates(checkpoint: Path) -> int:
+    """Updates done by the stock fairseq model's checkpoint (0 when there is none)."""
+    import argparse
+
+    import torch
+
+    if not checkpoint.is_file():
+        return 0
+    with torch.serialization.safe_globals([argparse.Namespace]):
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    return int(((state.get("optimizer_history") or [{}])[-1]).get("num_updates", 0))
 
 
 @dataclasses.dataclass
@@ -47,6 +66,7 @@ class Budget:
     supernet_updates: int = 2500
     scratch_updates: int = 800
     finetune_updates: int = 250
+    scratch_warmup: int = 0  # warm-up updates of from-scratch training; 0: a fifth of scratch_updates
     max_tokens: int = 4096
     samples: int = 120
     test_samples: int = 40
@@ -74,8 +94,9 @@ class Experiment:
         ]
         self.runner.run(steps)
 
-    def train_options(self, updates: int) -> dict:
-        return {"max-update": updates, "max-tokens": self.b.max_tokens, "lr": 1e-3, "warmup-updates": min(4000, updates // 5),
+    def train_options(self, updates: int, warmup: int = 0) -> dict:
+        return {"max-update": updates, "max-tokens": self.b.max_tokens, "lr": 1e-3,
+                "warmup-updates": warmup or min(4000, updates // 5),
                 "dropout": 0.2, "log-interval": 50, "no-epoch-checkpoints": True, "keep-last-epochs": 1,
                 "num-workers": 0, "validate-interval-updates": max(updates // 10, 50)}
 
@@ -157,7 +178,7 @@ class Experiment:
         for name, config in configs.items():
             scratch = self.out / "models" / f"{name}-scratch"
             train(space=SPACE, data=self.bin, save_dir=scratch, subtransformer_config=config,
-                  options=self.train_options(self.b.scratch_updates))
+                  options=self.train_options(self.b.scratch_updates, self.b.scratch_warmup))
             checkpoints[f"{name} (scratch)"] = {"checkpoint": str(scratch / "checkpoint_best.pt"), "config": config}
             if name.endswith("ms") or name == "largest":  # the largest too: a baseline for the fine-tuned ones
                 tuned = self.out / "models" / f"{name}-finetuned"
@@ -170,7 +191,10 @@ class Experiment:
 
     def stock_transformer(self, largest) -> dict:
         save = self.out / "models" / "fairseq-transformer"
-        options = self.train_options(self.b.scratch_updates)
+        options = self.train_options(self.b.scratch_updates, self.b.scratch_warmup)
+        result = {"checkpoint": str(save / "checkpoint_best.pt"), "config": None, "stock": True}
+        if stock_updates(save / "checkpoint_last.pt") >= options["max-update"]:
+            return result  # done (fairseq would resume it and take one more update)
         argv = [str(self.bin), "--arch", "transformer", "--task", "translation", "--save-dir", str(save),
                 "--encoder-embed-dim", str(largest.encoder_embed_dim), "--decoder-embed-dim", str(largest.decoder_embed_dim),
                 "--encoder-ffn-embed-dim", str(largest.encoder_ffn_dims[0]), "--decoder-ffn-embed-dim", str(largest.decoder_ffn_dims[0]),
@@ -180,68 +204,75 @@ class Experiment:
                 "--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1", "--cpu"]
         for key, value in options.items():
             argv += [f"--{key}"] if value is True else [f"--{key}", str(value)]
-        subprocess.run([sys.executable, "-c", "import sys; from hat.training import run_fairseq_train; "
+        subprocess.run([sys.executable, "-c", f"{ALLOW_NAMESPACE} from hat.training import run_fairseq_train; "
                         "run_fairseq_train(sys.argv[1:])", *argv], check=True)
-        return {"checkpoint": str(save / "checkpoint_best.pt"), "config": None, "stock": True}
+        return result
 
     def measure(self) -> dict:
-        import sacrebleu
-
-        from hat.evaluation import evaluate
-        from hat.export.model_dir import export_model
+        """BLEU and an onnxruntime export of every model (one at a time), then the latency of all
+        exports timed in the same rounds, so a slow spell of the machine falls on all of them alike."""
         from hat.export.runtime import load_runtime
-        from hat.export.verify import measure_runtime
+        from hat.export.verify import measure_interleaved, runtime_workload
         from hat.latency import Protocol
-        from hat.space import SearchSpace, SubTransformerConfig
 
-        protocol = Protocol(vocab=self.stages["prepare"]["vocab"], warmup=3, runs=20, threads=self.threads)
-        rows = []
         done = self.out / "measured"
         done.mkdir(exist_ok=True)
-        for name, entry in self.stages["train"]["models"].items():
-            slug = name.replace(" ", "_").replace("(", "").replace(")", "")
-            if (done / f"{slug}.json").is_file():  # measured before an interruption
-                rows.append(json.loads((done / f"{slug}.json").read_text()))
-                continue
-            row: dict[str, Any] = {"model": name}
-            if entry.get("stock"):
-                row["bleu"] = self.stock_bleu(entry["checkpoint"], sacrebleu)
-                # HAT does not export fairseq's own model; its architecture is the largest
-                # SubTransformer with standard encoder-decoder attention (last encoder layer), so
-                # that architecture is exported (supernet weights: latency does not depend on them)
-                largest = SearchSpace.from_yaml(SPACE).largest()
-                same = dataclasses.replace(largest, decoder_ende_attn=(-1,) * largest.decoder_layers)
-                same_file = self.out / "search" / "fairseq_transformer_equivalent.yaml"
-                same.to_yaml(same_file)
-                model_dir = export_model(self.stages["supernet"]["checkpoint"], same_file, self.bin,
-                                         self.out / "exported" / slug, onnx=True)
-                stats = measure_runtime(load_runtime(model_dir, "onnxruntime", threads=self.threads), protocol)
-                row["latency_ms"] = stats["encoder"].mean + stats["decoder"].mean
-                row["config"] = "fairseq transformer (latency of the same architecture)"
-            else:
-                config = SubTransformerConfig.from_yaml(entry["config"])
-                result = evaluate(entry["checkpoint"], self.bin, config, split="test", beam=5)
-                row["bleu"] = result["bleu"]
-                model_dir = export_model(entry["checkpoint"], entry["config"], self.bin, self.out / "exported" / slug,
-                                         onnx=True)
-                stats = measure_runtime(load_runtime(model_dir, "onnxruntime", threads=self.threads), protocol)
-                row["latency_ms"] = stats["encoder"].mean + stats["decoder"].mean
-                row["config"] = config.summary()
-                row["parameters"] = json.loads((model_dir / "manifest.json").read_text())["parameters"]
-            rows.append(row)
-            atomic_write_text(done / f"{slug}.json", json.dumps(row))
+        rows = [self.quality(name, entry, done) for name, entry in self.stages["train"]["models"].items()]
+        latency_file = done / "latency.json"
+        if latency_file.is_file():  # measured before an interruption
+            latencies = json.loads(latency_file.read_text())
+        else:
+            protocol = Protocol(vocab=self.stages["prepare"]["vocab"], warmup=3, runs=40, threads=self.threads)
+            log.info("timing %d exported models interleaved, %d rounds", len(rows), protocol.runs)
+            workloads = {r["model"]: runtime_workload(load_runtime(Path(r["model_dir"]), "onnxruntime",
+                                                                   threads=self.threads), protocol) for r in rows}
+            stats = measure_interleaved(workloads, protocol)
+            latencies = {name: {"latency_ms": s["encoder"].mean + s["decoder"].mean, "encoder_ms": s["encoder"].mean,
+                                "decoder_ms": s["decoder"].mean, "decoder_iqr_ms": s["decoder"].iqr}
+                         for name, s in stats.items()}
+            atomic_write_text(latency_file, json.dumps(latencies, indent=1))
+        for row in rows:
+            row.update(latencies[row["model"]])
         self.write_results(rows)
         return {"rows": rows}
 
-    def stock_bleu(self, checkpoint: str, sacrebleu) -> float:
+    def quality(self, name: str, entry: dict, done: Path) -> dict[str, Any]:
+        """BLEU on test_2016_flickr and the onnxruntime export of one trained model (cached in ``done``)."""
+        from hat.evaluation import evaluate
+        from hat.export.model_dir import export_model
+        from hat.space import SearchSpace, SubTransformerConfig
+
+        slug = name.replace(" ", "_").replace("(", "").replace(")", "")
+        if (done / f"{slug}.json").is_file():  # measured before an interruption
+            return json.loads((done / f"{slug}.json").read_text())
+        row: dict[str, Any] = {"model": name, "model_dir": str(self.out / "exported" / slug)}
+        if entry.get("stock"):
+            row["bleu"] = self.stock_bleu(entry["checkpoint"])
+            # HAT does not export fairseq's own model; its architecture is the largest
+            # SubTransformer with standard encoder-decoder attention (last encoder layer), so
+            # that architecture is exported (supernet weights: latency does not depend on them)
+            largest = SearchSpace.from_yaml(SPACE).largest()
+            same = dataclasses.replace(largest, decoder_ende_attn=(-1,) * largest.decoder_layers)
+            same_file = self.out / "search" / "fairseq_transformer_equivalent.yaml"
+            same.to_yaml(same_file)
+            export_model(self.stages["supernet"]["checkpoint"], same_file, self.bin, row["model_dir"], onnx=True)
+            row["config"] = "fairseq transformer (latency of the same architecture)"
+        else:
+            config = SubTransformerConfig.from_yaml(entry["config"])
+            row["bleu"] = evaluate(entry["checkpoint"], self.bin, config, split="test", beam=5)["bleu"]
+            model_dir = export_model(entry["checkpoint"], entry["config"], self.bin, row["model_dir"], onnx=True)
+            row["config"] = config.summary()
+            row["parameters"] = json.loads((model_dir / "manifest.json").read_text())["parameters"]
+        atomic_write_text(done / f"{slug}.json", json.dumps(row))
+        return row
+
+    def stock_bleu(self, checkpoint: str) -> float:
         """BLEU of the stock fairseq model through fairseq-generate, detokenized like ours."""
+        import sacrebleu
+
         from hat.evaluation import sentencepiece_decoder
 
-        # fairseq's legacy `transformer` stores its options as an argparse.Namespace, which torch's
-        # weights-only loader refuses; that class only holds attributes, so it is allowed here
-        # (for this checkpoint, which this script trained) and nothing else is.
-        code = ("import argparse, sys, torch; torch.serialization.add_safe_globals([argparse.Namespace]); "
-                "from fairseq_cli.generate import cli_main; sys.argv[0] = 'fairseq-generate'; cli_main()")
+        code = f"{ALLOW_NAMESPACE} from fairseq_cli.generate import cli_main; sys.argv[0] = 'fairseq-generate'; cli_main()"
         proc = subprocess.run([sys.executable, "-c", code, str(self.bin), "--path", checkpoint, "--gen-subset", "test",
                                "--beam", "5", "--batch-size", "64", "--max-len-a", "1.2", "--max-len-b", "10", "--cpu"],
                               capture_output=True, text=True)
@@ -293,7 +324,7 @@ class Experiment:
                 marker = "*" if "ms (" in r["model"] else "o"
                 ax.scatter(r["latency_ms"], r["bleu"], marker=marker, s=60 if marker == "*" else 30)
                 ax.annotate(r["model"], (r["latency_ms"], r["bleu"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
-        ax.set_xlabel("onnxruntime latency (ms, batch 1, beam 5, 30 tokens, 1 thread)")
+        ax.set_xlabel(f"onnxruntime latency (ms, batch 1, beam 5, 30 tokens, {self.threads} thread(s))")
         ax.set_ylabel("BLEU (test_2016_flickr)")
         ax.set_title("Multi30k En-De: searched SubTransformers (*) and baselines")
         fig.tight_layout()

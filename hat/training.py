@@ -185,8 +185,8 @@ def train(
 
     ``restore_file`` starts from a checkpoint: a SuperTransformer checkpoint with a
     ``subtransformer_config`` fine-tunes the inherited weights (optimizer and schedule reset).
-    Re-running with the same ``save_dir`` resumes from its ``checkpoint_last.pt``.
-    Returns the path of ``checkpoint_last.pt``.
+    Re-running with the same ``save_dir`` resumes from its ``checkpoint_last.pt`` (and does
+    nothing once that has reached ``max-update``). Returns the path of ``checkpoint_last.pt``.
     """
     from hat.checkpoints import load_supernet
     from hat.space import SearchSpace
@@ -195,7 +195,12 @@ def train(
     space_obj = SearchSpace.from_yaml(space)
     last = Path(save_dir) / "checkpoint_last.pt"
     for existing in [p for p in (last, restore_file) if p is not None and Path(p).is_file()]:
-        load_supernet(existing, space_obj)  # refuses a checkpoint of another space, in one line
+        loaded = load_supernet(existing, space_obj)  # refuses a checkpoint of another space, in one line
+        if existing == last and "max-update" in opts and loaded.num_updates >= int(opts["max-update"]):
+            # fairseq would load it and still take one more update before noticing it is done
+            log.info("%s: already trained for %d updates (max-update %s), nothing to do",
+                     last, loaded.num_updates, opts["max-update"])
+            return last
     if restore_file is not None:
         restore = Path(restore_file)
         if not restore.is_file():

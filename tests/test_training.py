@@ -43,6 +43,20 @@ def test_resume_continues_the_update_count_and_losses_fall(trained, data_bin):
         assert math.isfinite(after) and after < before - 0.5, (pick, before, after)
 
 
+def test_rerunning_a_finished_training_changes_nothing(trained, data_bin, tmp_path):
+    """Without the check fairseq resumes, takes one more update and rewrites the checkpoint."""
+    import shutil
+
+    from hat.checkpoints import file_sha256
+    from hat.training import train
+
+    save = tmp_path / "done"
+    shutil.copytree(trained["save"], save)
+    before = file_sha256(save / "checkpoint_last.pt")
+    last = train(space=SPACES / "tiny.yaml", data=data_bin, save_dir=save, options={**TRAIN_OPTIONS, "max-update": 30})
+    assert file_sha256(last) == before and load_supernet(last).num_updates == 30
+
+
 def test_update_sampling_is_a_function_of_seed_and_update(tiny_space):
     from hat.training import load_plugin
 

@@ -35,38 +35,59 @@ class ModelWorkload:
             self.runtime.step(self.targets[:, t : t + 1], t, state)
 
 
-def measure_runtime(runtime: Any, protocol: Protocol, reference: Any = None) -> dict[str, TimingStats]:
-    """Warm-up, then ``runs`` timed runs; encoder and decoder timed separately (ms).
-
-    A torch runtime is timed with the collector's own workload (the code path the predictor was
-    fitted on); an onnxruntime one with the same protocol over its two sessions. With a
-    ``reference`` workload (encoder and decoder callables), the two are timed in alternating
-    order within every round, as the collector does, and its stats come back as
-    ``reference_encoder`` / ``reference_decoder``.
-    """
+def runtime_workload(runtime: Any, protocol: Protocol) -> Any:
+    """The workload that times ``runtime``: the collector's own for a torch model (the code path
+    the predictor was fitted on), the same protocol over the two sessions for onnxruntime."""
     from hat.export.runtime import TorchModel
-    from hat.latency.timers import CpuTimer
 
-    timer = CpuTimer()
     if isinstance(runtime, TorchModel):
         from hat.latency.workloads import model_workload
 
-        work = model_workload(runtime.model, protocol, "cpu")
-    else:
-        work = ModelWorkload(runtime, protocol)
-        work.encoder()
-    workloads = [("", work)] + ([("reference_", reference)] if reference is not None else [])
-    for _, w in workloads:
+        return model_workload(runtime.model, protocol, "cpu")
+    work = ModelWorkload(runtime, protocol)
+    work.encoder()
+    return work
+
+
+def measure_interleaved(workloads: dict[str, Any], protocol: Protocol) -> dict[str, dict[str, TimingStats]]:
+    """Time several workloads (objects with ``encoder()`` and ``decoder()``) in the same rounds.
+
+    Each gets ``protocol.warmup`` untimed runs, then every round times each workload once, in an
+    order rotated by one each round, so a slow spell of a shared machine falls on all of them
+    alike and their ratios stay fair. Returns ``{name: {"encoder": stats, "decoder": stats}}`` (ms).
+    """
+    from hat.latency.timers import CpuTimer
+
+    if not workloads:
+        return {}
+    timer = CpuTimer()
+    names = list(workloads)
+    for name in names:
         for _ in range(protocol.warmup):
-            w.encoder()
-            w.decoder()
-    samples: dict[str, list[float]] = {f"{prefix}{part}": [] for prefix, _ in workloads for part in ("encoder", "decoder")}
+            workloads[name].encoder()
+            workloads[name].decoder()
+    samples: dict[str, dict[str, list[float]]] = {name: {"encoder": [], "decoder": []} for name in names}
     for round_index in range(protocol.runs):
-        shift = round_index % len(workloads)
-        for prefix, w in workloads[shift:] + workloads[:shift]:
-            samples[f"{prefix}encoder"].append(timer.time_ms(w.encoder))
-            samples[f"{prefix}decoder"].append(timer.time_ms(w.decoder))
-    return {name: TimingStats.of(values, protocol.trim) for name, values in samples.items()}
+        shift = round_index % len(names)
+        for name in names[shift:] + names[:shift]:
+            samples[name]["encoder"].append(timer.time_ms(workloads[name].encoder))
+            samples[name]["decoder"].append(timer.time_ms(workloads[name].decoder))
+    return {name: {part: TimingStats.of(values, protocol.trim) for part, values in parts.items()}
+            for name, parts in samples.items()}
+
+
+def measure_runtime(runtime: Any, protocol: Protocol, reference: Any = None) -> dict[str, TimingStats]:
+    """Warm-up, then ``runs`` timed runs; encoder and decoder timed separately (ms).
+
+    With a ``reference`` workload (encoder and decoder callables), the two are timed interleaved
+    (see ``measure_interleaved``), and its stats come back as ``reference_encoder`` /
+    ``reference_decoder``.
+    """
+    workloads = {"": runtime_workload(runtime, protocol)}
+    if reference is not None:
+        workloads["reference_"] = reference
+    stats = measure_interleaved(workloads, protocol)
+    return {f"{prefix}{part}": value for prefix, parts in stats.items() for part, value in parts.items()}
 
 
 def reference_workload(reference: dict[str, Any], protocol: Protocol) -> Any:
