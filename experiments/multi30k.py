@@ -54,12 +54,13 @@ def stock_updates(checkpoint: Path) -> int:
 
 @dataclasses.dataclass
 class Budget:
-    """How much of everything. The default is sized for about 4 hours on 2 CPU cores.
+    """How much of everything. The default is sized for about 4.5 hours on 2 CPU cores.
 
     Measured here (BENCHMARKS.md): 0.67 updates/s at 4,096 tokens per update with the 4k joint
-    vocabulary (SuperTransformer, sampled SubTransformers), so 2,500 + 6 x 800 + 4 x 250 updates
-    take about 3.4 h, plus ~35 min for profiling, search and measuring (an estimate, not a run). Much longer training
-    (HAT trains for 40k updates on GPUs) belongs on bigger machines: raise it with --set.
+    vocabulary (SuperTransformer, sampled SubTransformers), so 2,500 + 7 x 800 + 4 x 250 updates
+    take about 3.8 h, plus ~35 min for profiling, search and measuring (an estimate, not a run).
+    Much longer training (HAT trains for 40k updates on GPUs) belongs on bigger machines: raise
+    it with --set.
     """
 
     vocab: int = 4000
@@ -75,8 +76,9 @@ class Budget:
     valid_subset: int = 400
 
 
-QUICK = Budget(vocab=4000, supernet_updates=600, scratch_updates=300, finetune_updates=100, samples=24,
-               test_samples=8, iterations=3, population=16, valid_subset=100)
+# A smoke run of every stage: about a sixth of the training updates of the run in BENCHMARKS.md (not timed).
+QUICK = Budget(vocab=4000, supernet_updates=300, scratch_updates=100, finetune_updates=50, samples=16,
+               test_samples=6, iterations=2, population=12, valid_subset=100)
 
 
 class Experiment:
@@ -170,7 +172,11 @@ class Experiment:
 
         space = SearchSpace.from_yaml(SPACE)
         configs = dict(self.stages["search"]["configs"])
-        for name, config in (("largest", space.largest()), ("smallest", space.smallest())):
+        largest = space.largest()
+        # 'stock-arch': the stock transformer's architecture (the largest, attending to the last
+        # encoder layer only) trained by HAT, which separates HAT's training from fairseq's
+        stock_arch = dataclasses.replace(largest, decoder_ende_attn=(-1,) * largest.decoder_layers)
+        for name, config in (("largest", largest), ("smallest", space.smallest()), ("stock-arch", stock_arch)):
             path = self.out / "search" / f"{name}.yaml"
             config.to_yaml(path)
             configs[name] = str(path)
@@ -186,7 +192,7 @@ class Experiment:
                       restore_file=self.stages["supernet"]["checkpoint"], reset_optimizer=True,
                       options=self.train_options(self.b.finetune_updates))
                 checkpoints[f"{name} (fine-tuned)"] = {"checkpoint": str(tuned / "checkpoint_best.pt"), "config": config}
-        checkpoints["fairseq transformer"] = self.stock_transformer(space.largest())
+        checkpoints["fairseq transformer"] = self.stock_transformer(largest)
         return {"models": checkpoints}
 
     def stock_transformer(self, largest) -> dict:
@@ -219,9 +225,8 @@ class Experiment:
         done.mkdir(exist_ok=True)
         rows = [self.quality(name, entry, done) for name, entry in self.stages["train"]["models"].items()]
         latency_file = done / "latency.json"
-        if latency_file.is_file():  # measured before an interruption
-            latencies = json.loads(latency_file.read_text())
-        else:
+        latencies = json.loads(latency_file.read_text()) if latency_file.is_file() else {}
+        if set(latencies) != {r["model"] for r in rows}:  # not measured yet, or not these models
             protocol = Protocol(vocab=self.stages["prepare"]["vocab"], warmup=3, runs=40, threads=self.threads)
             log.info("timing %d exported models interleaved, %d rounds", len(rows), protocol.runs)
             workloads = {r["model"]: runtime_workload(load_runtime(Path(r["model_dir"]), "onnxruntime",
@@ -240,7 +245,7 @@ class Experiment:
         """BLEU on test_2016_flickr and the onnxruntime export of one trained model (cached in ``done``)."""
         from hat.evaluation import evaluate
         from hat.export.model_dir import export_model
-        from hat.space import SearchSpace, SubTransformerConfig
+        from hat.space import SubTransformerConfig
 
         slug = name.replace(" ", "_").replace("(", "").replace(")", "")
         if (done / f"{slug}.json").is_file():  # measured before an interruption
@@ -251,11 +256,8 @@ class Experiment:
             # HAT does not export fairseq's own model; its architecture is the largest
             # SubTransformer with standard encoder-decoder attention (last encoder layer), so
             # that architecture is exported (supernet weights: latency does not depend on them)
-            largest = SearchSpace.from_yaml(SPACE).largest()
-            same = dataclasses.replace(largest, decoder_ende_attn=(-1,) * largest.decoder_layers)
-            same_file = self.out / "search" / "fairseq_transformer_equivalent.yaml"
-            same.to_yaml(same_file)
-            export_model(self.stages["supernet"]["checkpoint"], same_file, self.bin, row["model_dir"], onnx=True)
+            export_model(self.stages["supernet"]["checkpoint"], self.out / "search" / "stock-arch.yaml", self.bin,
+                         row["model_dir"], onnx=True)
             row["config"] = "fairseq transformer (latency of the same architecture)"
         else:
             config = SubTransformerConfig.from_yaml(entry["config"])
@@ -337,7 +339,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "multi30k")
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "multi30k")
-    parser.add_argument("--quick", action="store_true", help="a reduced run (minutes, not hours)")
+    parser.add_argument("--quick", action="store_true", help="a reduced smoke run of every stage (its scores mean little)")
     parser.add_argument("--threads", type=int, default=1, help="threads per latency measurement / fitness worker")
     parser.add_argument("--workers", type=int, default=2, help="Ray workers for the search's fitness evaluations")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
