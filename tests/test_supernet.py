@@ -180,3 +180,26 @@ def test_positions_computed_on_the_fly_equal_the_table(base_dim):
         on_the_fly = positions(ids, dim)
         positions.on_the_fly = False
         assert torch.allclose(on_the_fly, positions(ids, dim), atol=1e-6), dim
+
+
+def test_init_matches_fairseq_attention_gain(tiny_space):
+    """Q/K/V projections: Xavier-uniform with gain 1/sqrt(2) (fairseq's); other linears gain 1.
+
+    With gain 1 on Q/K/V, deep post-LN models stalled on Multi30k (BENCHMARKS.md).
+    """
+    import math
+
+    def xavier_bound(weight, gain):
+        fan_out, fan_in = weight.shape
+        return gain * math.sqrt(6.0 / (fan_in + fan_out))
+
+    model = make_supernet(tiny_space)
+    for layer in list(model.encoder.layers) + list(model.decoder.layers):
+        attentions = [layer.self_attn] + ([layer.encoder_attn] if hasattr(layer, "encoder_attn") else [])
+        for attention in attentions:
+            for projection in (attention.q_proj, attention.k_proj, attention.v_proj):
+                bound = xavier_bound(projection.weight, 2**-0.5)
+                assert 0.9 * bound < projection.weight.abs().max().item() <= bound
+            out_bound = xavier_bound(attention.out_proj.weight, 1.0)
+            assert attention.out_proj.weight.abs().max().item() > 0.9 * out_bound
+        assert layer.fc1.weight.abs().max().item() > 0.9 * xavier_bound(layer.fc1.weight, 1.0)

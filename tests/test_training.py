@@ -209,8 +209,9 @@ def test_two_process_cpu_training_equals_one_process_with_update_freq(data_bin, 
               "--lr", "2e-3", "--no-epoch-checkpoints", "--num-workers", "0", "--seed", "4"]
     runs = {"ddp": ["--distributed-world-size", "2"], "single": ["--update-freq", "2"]}
     for name, extra in runs.items():
-        subprocess.run([sys.executable, "-m", "hat", "train", "--save-dir", str(tmp_path / name), *common, *extra],
-                       check=True, capture_output=True)
+        proc = subprocess.run([sys.executable, "-m", "hat", "train", "--save-dir", str(tmp_path / name), *common, *extra],
+                              capture_output=True, text=True)
+        assert proc.returncode == 0, f"{name} run failed:\n{proc.stderr[-3000:]}"
     ddp, single = (load_supernet(tmp_path / name / "checkpoint_last.pt") for name in runs)
     assert ddp.num_updates == single.num_updates == 6
     ddp_state, single_state = ddp.supernet.state_dict(), single.supernet.state_dict()

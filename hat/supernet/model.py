@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 from hat.errors import HatError
+from hat.modules.attention import MultiheadAttention
 from hat.modules.layers import DecoderLayer, EncoderLayer
 from hat.modules.positions import SinusoidalPositions
 from hat.modules.transformer import Decoder, Encoder, EncoderDecoder
@@ -63,7 +64,12 @@ def embedding_tables(
 
 
 def init_transformer_weights(model: nn.Module, padding_idx: int) -> None:
-    """HAT/fairseq init: Xavier-uniform linears with zero bias, embeddings N(0, d^-0.5), zero pad row."""
+    """HAT/fairseq init: Xavier-uniform linears with zero bias, embeddings N(0, d^-0.5), zero pad row.
+
+    Attention's query/key/value projections get Xavier gain 1/sqrt(2), as in fairseq. With gain 1
+    a 4+4-layer post-LN model stalled on the unigram plateau for hundreds of updates on Multi30k
+    (validation loss 8.72 after 150 updates, fairseq's own transformer 7.19; 7.22 with this gain).
+    """
     for module in model.modules():
         if isinstance(module, nn.Linear):
             nn.init.xavier_uniform_(module.weight)
@@ -72,6 +78,10 @@ def init_transformer_weights(model: nn.Module, padding_idx: int) -> None:
             nn.init.normal_(module.weight, mean=0.0, std=module.embedding_dim**-0.5)
             with torch.no_grad():
                 module.weight[padding_idx].zero_()
+    for module in model.modules():
+        if isinstance(module, MultiheadAttention):
+            for projection in (module.q_proj, module.k_proj, module.v_proj):
+                nn.init.xavier_uniform_(projection.weight, gain=2**-0.5)
 
 
 class SuperTransformer(EncoderDecoder):
