@@ -387,6 +387,8 @@ def main() -> None:
         if key not in fields or not value.isdigit():
             parser.error(f"--set {item}: expected FIELD=INTEGER with FIELD one of {sorted(fields)}")
         budget = dataclasses.replace(budget, **{key: int(value)})
+    if budget.stock_arch not in (0, 1):
+        parser.error(f"--set stock_arch={budget.stock_arch}: expected 0 (skip) or 1 (train it)")
     log.info("budget: %s", budget)
     Experiment(args.data, args.out, budget, args.threads, args.workers).run()
 
