@@ -180,12 +180,11 @@ class Experiment:
         # 'stock-arch': the stock transformer's architecture (the largest, attending to the last
         # encoder layer only) trained by HAT, which separates HAT's training from fairseq's
         stock_arch = dataclasses.replace(largest, decoder_ende_attn=(-1,) * largest.decoder_layers)
-        stock_arch.to_yaml(self.out / "search" / "stock-arch.yaml")  # also the stock transformer's export
-        baselines = [("largest", largest), ("smallest", space.smallest())] + [("stock-arch", stock_arch)] * self.b.stock_arch
-        for name, config in baselines:
+        for name, config in (("largest", largest), ("smallest", space.smallest()), ("stock-arch", stock_arch)):
             path = self.out / "search" / f"{name}.yaml"
-            config.to_yaml(path)
-            configs[name] = str(path)
+            config.to_yaml(path)  # stock-arch.yaml is also the stock transformer's export, so always written
+            if name != "stock-arch" or self.b.stock_arch:
+                configs[name] = str(path)
         checkpoints = {}
         for name, config in configs.items():
             scratch = self.out / "models" / f"{name}-scratch"
