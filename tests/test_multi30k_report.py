@@ -55,3 +55,49 @@ def test_labels_of_close_points_do_not_overlap(multi30k):
     assert offsets[0] != offsets[1]
     (a, b) = boxes[:2]
     assert min(a[3], b[3]) <= max(a[1], b[1]) or min(a[2], b[2]) <= max(a[0], b[0])  # disjoint boxes
+
+
+def timing(encoder: float, decoder: float):
+    from hat.latency.protocol import TimingStats
+
+    return {"encoder": TimingStats(encoder, encoder, 0.0, 0.0, 40), "decoder": TimingStats(decoder, decoder, 0.0, 1.5, 40)}
+
+
+def test_latency_is_the_median_pass_not_the_mean(multi30k):
+    # the second pass hit a slow spell: the mean total would be 26.7 ms, the median pass is 11 ms
+    passes = [{"a": timing(2.0, 8.0)}, {"a": timing(5.0, 55.0)}, {"a": timing(2.0, 9.0)}]
+    combined = multi30k.combine_passes(passes)["a"]
+    assert combined["latency_ms"] == 11.0 and combined["encoder_ms"] == 2.0 and combined["decoder_ms"] == 9.0
+    assert combined["passes_ms"] == [10.0, 60.0, 11.0]
+
+
+def test_goal_line_shows_the_speedup_of_every_pass(multi30k):
+    base = dict(row("largest (fine-tuned)", 20.0, 60.0), passes_ms=[60.0, 66.0, 57.0])
+    fast = dict(row("20ms (fine-tuned)", 19.8, 24.0), passes_ms=[24.0, 24.0, 24.0])
+    line = multi30k.goal_line("fine-tuned", [fast], base)
+    assert "at 2.50x lower latency (per pass 2.38-2.75x): met." in line
+
+
+def test_twins_of_one_architecture_are_timed_once(multi30k, tmp_path, monkeypatch):
+    """A scratch model and its fine-tuned twin share a graph: one workload, one latency."""
+    import hat.export.runtime as runtime
+    import hat.export.verify as verify
+
+    timed: list[list[str]] = []
+    monkeypatch.setattr(runtime, "load_runtime", lambda model_dir, *a, **k: str(model_dir))
+    monkeypatch.setattr(verify, "runtime_workload", lambda rt, protocol: rt)
+
+    def fake_interleaved(workloads, protocol):
+        timed.append(sorted(workloads))
+        return {name: timing(1.0, 10.0 if "big" in name else 4.0) for name in workloads}
+
+    monkeypatch.setattr(verify, "measure_interleaved", fake_interleaved)
+    experiment = multi30k.Experiment(tmp_path / "data", tmp_path / "out", multi30k.Budget(timing_passes=3), threads=1)
+    experiment.stages["prepare"] = {"vocab": 100}
+    rows = [dict(row("largest (scratch)", 20.0, 0.0), config="big", model_dir="d/a"),
+            dict(row("largest (fine-tuned)", 21.0, 0.0), config="big", model_dir="d/b"),
+            dict(row("20ms (scratch)", 19.0, 0.0), config="small", model_dir="d/c")]
+    latencies = experiment.time_exports(rows)
+    assert timed == [["big", "small"]] * 3  # 3 passes over 2 architectures, not 3 models
+    assert latencies["largest (scratch)"] == latencies["largest (fine-tuned)"]
+    assert latencies["largest (scratch)"]["latency_ms"] == 11.0 and latencies["20ms (scratch)"]["latency_ms"] == 5.0
