@@ -83,7 +83,7 @@ class Budget:
     stock_arch: int = 0  # 1: also train the stock transformer's architecture with HAT (a diagnostic baseline)
 
 
-# A smoke run of every stage: about a sixth of the training updates of the run in BENCHMARKS.md (not timed).
+# A smoke run of every stage (its scores mean little): 52 min on 2 cores here (BENCHMARKS.md).
 QUICK = Budget(vocab=4000, supernet_updates=300, scratch_updates=100, finetune_updates=50, scratch_warmup=0,
                samples=16, test_samples=6, iterations=2, population=12, valid_subset=100, timing_passes=2)
 
@@ -370,8 +370,8 @@ def label_offset(row: dict, points: list[dict], boxes: list[tuple[float, float, 
 
 def combine_passes(passes: list[dict[str, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
     """One latency per workload from several timing passes (``measure_interleaved`` results): the
-    median pass (encoder + decoder trimmed means), so one slow or fast spell cannot set it. The
-    per-pass totals are kept in ``passes_ms``."""
+    median pass (encoder + decoder trimmed means; the lower middle one for an even count), so one
+    slow or fast spell cannot set it. The per-pass totals are kept in ``passes_ms``."""
     combined = {}
     for name in passes[0]:
         totals = [p[name]["encoder"].mean + p[name]["decoder"].mean for p in passes]
