@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from hat.latency import LatencyPredictor
-from hat.search import EvolutionarySearch, InheritedLossFitness, RayEvaluator, random_search
+from hat.search import EvolutionarySearch, InheritedLossFitness, ProcessPoolEvaluator, random_search
 from hat.space import SearchSpace
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,7 +42,7 @@ def main() -> None:
     serial = EvolutionarySearch(space, fitness, predictor, constraints, seed=args.seed, progress=False).run()
     serial_time = time.time() - start
 
-    evaluator = RayEvaluator(fitness, args.workers)
+    evaluator = ProcessPoolEvaluator(fitness, args.workers)
     try:
         start = time.time()
         parallel = EvolutionarySearch(space, fitness, predictor, constraints, seed=args.seed, progress=False,

@@ -32,7 +32,8 @@ COMMON = {"optimizer": "adam", "adam-betas": "(0.9, 0.98)", "lr": 1e-3, "lr-sche
 
 
 def run(argv: list[str]) -> float:
-    code = ("import sys; from hat.training import run_fairseq_train; run_fairseq_train(sys.argv[1:])")
+    code = ("import sys; from hat.training import parse_train_argv, run_fairseq_train; "
+            "run_fairseq_train(parse_train_argv(sys.argv[1:]))")
     proc = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True)
     if proc.returncode:
         raise SystemExit(proc.stderr[-3000:])

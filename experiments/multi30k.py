@@ -148,7 +148,7 @@ class Experiment:
     def search(self) -> dict:
         from hat.latency import LatencyPredictor
         from hat.search import EvolutionarySearch, InheritedLossFitness
-        from hat.search.evaluators import RayEvaluator
+        from hat.search.evaluators import ProcessPoolEvaluator
         from hat.search.outputs import write_search_outputs
         from hat.space import SearchSpace
 
@@ -161,7 +161,7 @@ class Experiment:
         folder = self.out / "search"
         folder.mkdir(exist_ok=True)
         p = self.b.population
-        evaluator = RayEvaluator(fitness, self.workers) if self.workers > 1 else None
+        evaluator = ProcessPoolEvaluator(fitness, self.workers) if self.workers > 1 else None
         search = EvolutionarySearch(space, fitness, predictor, constraints, population=p, parents=p // 5,
                                     mutations=2 * p // 5, crossovers=2 * p // 5, iterations=self.b.iterations,
                                     evaluator=evaluator, state_path=folder / "state.json")
@@ -219,8 +219,8 @@ class Experiment:
                 "--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1", "--cpu"]
         for key, value in options.items():
             argv += [f"--{key}"] if value is True else [f"--{key}", str(value)]
-        subprocess.run([sys.executable, "-c", f"{ALLOW_NAMESPACE} from hat.training import run_fairseq_train; "
-                        "run_fairseq_train(sys.argv[1:])", *argv], check=True)
+        subprocess.run([sys.executable, "-c", f"{ALLOW_NAMESPACE} from hat.training import parse_train_argv, "
+                        "run_fairseq_train; run_fairseq_train(parse_train_argv(sys.argv[1:]))", *argv], check=True)
         return result
 
     def measure(self) -> dict:
@@ -330,9 +330,11 @@ class Experiment:
         print("\n".join(lines))
 
     def plot(self, rows: list[dict]) -> None:
-        from hat.plots import _pyplot
+        from hat.plots import pyplot
 
-        plt = _pyplot()
+        plt = pyplot()
+        if plt is None:
+            return
         fig, ax = plt.subplots(figsize=(7, 4.5))
         points = [r for r in rows if r.get("latency_ms")]
         boxes: list[tuple[float, float, float, float]] = []  # labels drawn so far, in approximate points

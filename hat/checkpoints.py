@@ -5,7 +5,6 @@ model config and the state dict's extra state), so weights are never paired with
 """
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,7 @@ from typing import Any
 import torch
 
 from hat.errors import HatError
+from hat.io import file_sha256
 from hat.space import SearchSpace, SubTransformerConfig
 from hat.supernet import SuperTransformer
 
@@ -29,23 +29,53 @@ class LoadedCheckpoint:
     path: Path
 
 
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def load_weights_only(source: Any, map_location: Any = "cpu") -> Any:
+    """``torch.load`` that never runs code from the file, on every torch version HAT allows.
+
+    ``weights_only=True`` is passed explicitly: torch >= 2.6 defaults to it but lets
+    ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1`` turn it off only when the caller did not ask, and
+    older versions default to full unpickling. ``source`` is a path or an open binary file.
+    """
+    name = getattr(source, "name", source)
+    try:
+        return torch.load(source, map_location=map_location, weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any failure here means "not a readable checkpoint"
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise HatError(f"cannot read checkpoint safely ({first[:300]})", name) from None
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise HatError("checkpoint not found", path)
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any failure here means "not a readable checkpoint"
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise HatError(f"cannot read checkpoint safely ({first})", path) from None
+    state = load_weights_only(path)
+    if not isinstance(state, dict):
+        raise HatError("not a fairseq checkpoint (no state dictionary)", path)
+    return state
+
+
+class _WeightsOnlyTorch:
+    """The ``torch`` module as fairseq's checkpoint code sees it once HAT is loaded: ``load`` is
+    :func:`load_weights_only`, everything else is torch itself."""
+
+    def __init__(self, module: Any) -> None:
+        self._module = module
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._module, name)
+
+    @staticmethod
+    def load(source: Any, map_location: Any = None, **_ignored: Any) -> Any:
+        return load_weights_only(source, map_location)
+
+
+def install_fairseq_safe_loading() -> None:
+    """Route every checkpoint fairseq reads (``--restore-file``, ``--finetune-from-model``,
+    generation, averaging) through :func:`load_weights_only`; idempotent, per process."""
+    from fairseq import checkpoint_utils
+
+    if not isinstance(checkpoint_utils.torch, _WeightsOnlyTorch):
+        checkpoint_utils.torch = _WeightsOnlyTorch(torch)
 
 
 def load_supernet(path: str | Path, space: SearchSpace | None = None) -> LoadedCheckpoint:

@@ -49,6 +49,24 @@ class Demo:
         self.out.mkdir(parents=True, exist_ok=True)
         self.runner = StageRunner(self.out / "stages.json", log)
         self.stages = self.runner.results
+        self._check_stage_record()
+
+    def _check_stage_record(self) -> None:
+        """The fields later stages read from ``stages.json``, checked before any stage runs."""
+        from hat.io import file_content, finite
+
+        with file_content(self.runner.state_file, "stage record"):
+            if "data" in self.stages:
+                finite(self.stages["data"]["vocab"], "data.vocab", positive=True)
+            for result in self.stages.get("search", {}).get("results", []):
+                finite(result["constraint_ms"], "search.results.constraint_ms", positive=True)
+                if Path(result["config_file"]).name != result["config_file"]:
+                    raise ValueError(f"config_file {result['config_file']!r} is not a file name")
+            if "search" in self.stages and not isinstance(self.stages["search"]["results"], list):
+                raise ValueError("search.results must be a list")
+            for path in self.stages.get("export", {}).get("models", {}).values():
+                if not isinstance(path, str):
+                    raise ValueError("export.models must map names to folders")
 
     # paths
     @property

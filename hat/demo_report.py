@@ -9,9 +9,11 @@ from hat.io import atomic_write_text
 
 
 def _bleu_latency_plot(models: list[dict], path: Path) -> None:
-    from hat.plots import _pyplot
+    from hat.plots import pyplot
 
-    plt = _pyplot()
+    plt = pyplot()
+    if plt is None:
+        return
     fig, ax = plt.subplots(figsize=(6, 4))
     for key, label, marker in (("measured_ort_fp32_ms", "onnxruntime fp32", "o"), ("measured_ort_int8_ms", "onnxruntime int8", "s")):
         bleu_key = "bleu_fp32" if "fp32" in key else "bleu_int8"

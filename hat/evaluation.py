@@ -48,9 +48,9 @@ def sentencepiece_decoder(data_dir: str | Path):
     model = (meta.get("sentencepiece") or {}).get(meta["tgt"])
     if not model:
         return lambda pieces: " ".join(pieces)
-    import sentencepiece as spm
+    from hat.export.runtime import load_sentencepiece
 
-    processor = spm.SentencePieceProcessor(model_file=str(Path(data_dir) / model))
+    processor = load_sentencepiece(Path(data_dir) / model)
     return lambda pieces: processor.decode_pieces(pieces)
 
 

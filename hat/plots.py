@@ -1,14 +1,21 @@
 """PNG plots of results people compare (matplotlib, headless)."""
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
 
 
-def _pyplot():
-    import matplotlib
-
+def pyplot():
+    """matplotlib's pyplot (headless), or None with a warning when the 'plots' extra is missing:
+    a missing plot never costs the results it would have drawn."""
+    try:
+        import matplotlib
+    except ImportError:
+        logging.getLogger("hat").warning("matplotlib is not installed, so no plots are drawn: "
+                                         "pip install 'hat-nas[plots]'")
+        return None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -16,7 +23,9 @@ def _pyplot():
 
 
 def predicted_vs_measured(predicted: np.ndarray, measured: np.ndarray, path: str | Path, title: str) -> None:
-    plt = _pyplot()
+    plt = pyplot()
+    if plt is None:
+        return
     fig, ax = plt.subplots(figsize=(5, 5))
     ax.scatter(measured, predicted, s=10, alpha=0.6)
     lo, hi = float(min(measured.min(), predicted.min())), float(max(measured.max(), predicted.max()))

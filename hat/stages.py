@@ -1,7 +1,6 @@
 """Resumable multi-stage jobs: each finished stage's result is stored atomically; re-running skips it."""
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
@@ -16,7 +15,18 @@ class StageRunner:
     def __init__(self, state_file: str | Path, log: logging.Logger) -> None:
         self.state_file = Path(state_file)
         self.log = log
-        self.results: dict[str, Any] = json.loads(self.state_file.read_text()) if self.state_file.is_file() else {}
+        self.results: dict[str, Any] = self._read() if self.state_file.is_file() else {}
+
+    def _read(self) -> dict[str, Any]:
+        from hat.io import file_content, finite, load_json
+
+        results = load_json(self.state_file, "stage record")
+        with file_content(self.state_file, "stage record"):
+            if not isinstance(results, dict) or not all(isinstance(r, dict) for r in results.values()):
+                raise ValueError("expected a mapping of stage name to its result")
+            for name, result in results.items():
+                finite(result["seconds"], f"{name}.seconds", minimum=0)
+        return results
 
     def run(self, stages: Sequence[tuple[str, Callable[[], dict]]]) -> dict[str, Any]:
         for number, (name, stage) in enumerate(stages, start=1):

@@ -65,18 +65,26 @@ def options_to_argv(options: Mapping[str, Any]) -> list[str]:
     return argv
 
 
+# Keys a training config file may not set: they would make fairseq import and run code from a folder.
+CODE_OPTIONS = ("user-dir",)
+
+
 def load_options_file(path: str | Path) -> dict[str, Any]:
-    """Options from a YAML mapping (keys as fairseq flags without dashes, e.g. ``max-update: 1000``)."""
-    path = Path(path)
-    if not path.is_file():
-        raise HatError("training config file not found", path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise HatError(f"malformed YAML: {str(err).splitlines()[0]}", path) from None
+    """Options from a YAML mapping (keys as fairseq flags without dashes, e.g. ``max-update: 1000``).
+
+    A config file is data: ``user-dir`` (code to import) is refused; pass such a thing on the
+    command line where it is visible.
+    """
+    from hat.io import load_yaml
+
+    data = load_yaml(path, "training config file")
     if not isinstance(data, dict):
         raise HatError("a training config file must be a mapping of option: value", path)
-    return {str(k): v for k, v in data.items()}
+    options = {str(k).lstrip("-").replace("_", "-"): v for k, v in data.items()}
+    for key in CODE_OPTIONS:
+        if key in options:
+            raise HatError(f"'{key}' is not allowed in a training config file (it imports code)", path)
+    return options
 
 
 def build_train_argv(
@@ -89,11 +97,11 @@ def build_train_argv(
     options: Mapping[str, Any] | None = None,
     extra_args: Sequence[str] = (),
 ) -> list[str]:
-    from hat.data.prepare import load_data_meta
+    from hat.data.prepare import check_data_folder
     from hat.space import SearchSpace, SubTransformerConfig
 
     space_obj = SearchSpace.from_yaml(space)
-    meta = load_data_meta(data)
+    meta = check_data_folder(data, ("train", "valid"))
     if subtransformer_config is not None:
         space_obj.validate(SubTransformerConfig.from_yaml(subtransformer_config))
     merged = dict(DEFAULTS)
@@ -111,21 +119,32 @@ def build_train_argv(
     return argv + options_to_argv(merged) + list(extra_args)
 
 
-def run_fairseq_train(argv: Sequence[str]) -> None:
-    """fairseq-train with ``argv``, in this process."""
-    from fairseq import distributed_utils, options
+def parse_train_argv(argv: Sequence[str]) -> Any:
+    """fairseq-train's configuration for ``argv`` (fairseq's own parser); bad options are one line."""
+    from fairseq import options
     from fairseq.dataclass.utils import convert_namespace_to_omegaconf
+
+    parser = options.get_training_parser()
+    try:
+        args = options.parse_args_and_arch(parser, input_args=list(argv))
+    except SystemExit as err:  # argparse already printed what was wrong
+        raise HatError("fairseq-train refused the options above") from err
+    return convert_namespace_to_omegaconf(args)
+
+
+def run_fairseq_train(cfg: Any) -> None:
+    """fairseq-train with the configuration ``cfg`` (see :func:`parse_train_argv`), in this process."""
+    from fairseq import checkpoint_utils, distributed_utils
     from fairseq_cli import train as fairseq_train
 
-    from fairseq import checkpoint_utils
+    from hat.checkpoints import install_fairseq_safe_loading
+
+    install_fairseq_safe_loading()
 
     # fairseq keeps the best validation loss on a function attribute: a second training in the
     # same process would otherwise compare against the first one's best and never save its own.
     if hasattr(checkpoint_utils.save_checkpoint, "best"):
         del checkpoint_utils.save_checkpoint.best
-    parser = options.get_training_parser()
-    args = options.parse_args_and_arch(parser, input_args=list(argv))
-    cfg = convert_namespace_to_omegaconf(args)
     dist = cfg.distributed_training
     if cfg.common.cpu and dist.distributed_world_size > 1 and not dist.distributed_no_spawn:
         _spawn_cpu_workers(cfg)
@@ -189,29 +208,52 @@ def train(
     nothing once that has reached ``max-update``). Returns the path of ``checkpoint_last.pt``.
     """
     from hat.checkpoints import load_supernet
+    from hat.io import check_output_dir
     from hat.space import SearchSpace
 
     opts = dict(options or {})
     space_obj = SearchSpace.from_yaml(space)
+    if any(arg == "--user-dir" or arg.startswith("--user-dir=") for arg in extra_args):
+        raise HatError("hat train loads its own fairseq plugin: --user-dir is not supported")
+    check_output_dir(save_dir, "checkpoint folder")
     last = Path(save_dir) / "checkpoint_last.pt"
-    for existing in [p for p in (last, restore_file) if p is not None and Path(p).is_file()]:
-        loaded = load_supernet(existing, space_obj)  # refuses a checkpoint of another space, in one line
-        if existing == last and "max-update" in opts and loaded.num_updates >= int(opts["max-update"]):
-            # fairseq would load it and still take one more update before noticing it is done
-            log.info("%s: already trained for %d updates (max-update %s), nothing to do",
-                     last, loaded.num_updates, opts["max-update"])
-            return last
     if restore_file is not None:
-        restore = Path(restore_file)
-        if not restore.is_file():
-            raise HatError("checkpoint to start from not found", restore)
-        if not (Path(save_dir) / "checkpoint_last.pt").is_file():
-            opts["restore-file"] = str(restore)
+        if not Path(restore_file).is_file():
+            raise HatError("checkpoint to start from not found", restore_file)
+        if not last.is_file():
+            opts["restore-file"] = str(restore_file)
             if reset_optimizer:
                 opts.update({"reset-optimizer": True, "reset-lr-scheduler": True, "reset-dataloader": True,
                              "reset-meters": True})
     argv = build_train_argv(space=space, data=data, save_dir=save_dir, subtransformer_config=subtransformer_config,
                             sampler=sampler, options=opts, extra_args=extra_args)
+    cfg = parse_train_argv(argv)
+    if _check_checkpoints(cfg, space_obj, last):
+        return last
     log.info("fairseq-train %s", " ".join(argv))
-    run_fairseq_train(argv)
-    return Path(save_dir) / "checkpoint_last.pt"
+    run_fairseq_train(cfg)
+    return last
+
+
+def _check_checkpoints(cfg: Any, space: Any, last: Path) -> bool:
+    """Check every checkpoint fairseq would start from, however it was named (option, config file,
+    pass-through flag); True when ``checkpoint_last.pt`` has already reached ``max-update``."""
+    from hat.checkpoints import load_supernet
+
+    named = [cfg.checkpoint.finetune_from_model]
+    if cfg.checkpoint.restore_file != "checkpoint_last.pt":
+        named.append(cfg.checkpoint.restore_file)
+    for path in filter(None, named):
+        if not Path(path).is_file():
+            raise HatError("checkpoint to start from not found", path)
+        load_supernet(path, space)  # weights-only read; refuses a checkpoint of another space in one line
+    if not last.is_file():
+        return False
+    loaded = load_supernet(last, space)
+    max_update = cfg.optimization.max_update
+    if max_update and loaded.num_updates >= max_update:
+        # fairseq would load it and still take one more update before noticing it is done
+        log.info("%s: already trained for %d updates (max-update %d), nothing to do", last, loaded.num_updates,
+                 max_update)
+        return True
+    return False

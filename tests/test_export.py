@@ -151,10 +151,12 @@ def test_bad_model_directories(exported, tmp_path):
     (other / "config.yaml").write_text(config.replace("decoder_embed_dim: 64", "decoder_embed_dim: 48")
                                        .replace("decoder_embed_dim: 48", "decoder_embed_dim: 64") if "decoder_embed_dim: 48" in config
                                        else config.replace("decoder_embed_dim: 64", "decoder_embed_dim: 48"))
-    with pytest.raises(HatError, match="does not match the manifest"):
+    with pytest.raises(HatError, match="config.yaml was changed after export"):
         TorchModel(other)
+    shutil.rmtree(other)
+    shutil.copytree(exported, other)
     (other / "dict.src.txt").write_text("a 1\nb 2\n")
-    with pytest.raises(HatError, match="dictionaries do not match"):
+    with pytest.raises(HatError, match="dict.src.txt was changed after export"):
         Translator(other, "onnxruntime")
 
 
@@ -169,3 +171,12 @@ def test_int8_decoder_keeps_one_copy_of_the_tied_table(exported):
     assert len(projection) == 1, shapes
     assert (vocab, projection[0][0]) not in shapes, shapes
     assert any(n.op_type == "Gather" and n.input[0].endswith("_quantized") for n in model.graph.node)
+
+
+def test_backends_treat_a_line_longer_than_the_positions_alike(exported, caplog):
+    """A line past the model's positions is truncated with a warning by both backends, not an IndexError."""
+    words = " ".join(["the dog sees a cat ."] * 250)
+    torch_out = Translator(exported, "torch").translate(words, beam=2)
+    ort_out = Translator(exported, "onnxruntime").translate(words, beam=2)
+    assert torch_out == ort_out
+    assert caplog.text.count("truncated to the model's") == 2

@@ -155,37 +155,28 @@ def test_inherited_loss_matches_fairseq_criterion(trained, data_bin, tiny_space)
     assert ours == pytest.approx(total / size / math.log(2), rel=1e-5)
 
 
-def test_ray_parallel_search_equals_serial_and_survives_a_dead_worker(trained, data_bin, tiny_space, tiny_predictor, tmp_path):
-    pytest.importorskip("ray")
-    import ray
+def test_parallel_search_equals_serial_and_survives_a_dead_worker(trained, data_bin, tiny_space, tiny_predictor, tmp_path):
+    from hat.search import ProcessPoolEvaluator
 
-    import sys
-
-    from ray import cloudpickle
-
-    from hat.search import RayEvaluator
-
-    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import this test module
     predictor = LatencyPredictor.load(tiny_predictor)
     lo, hi = EvolutionarySearch(tiny_space, None, predictor, [1.0]).feasible_range()
     constraint = lo + 0.5 * (hi - lo)
     settings = dict(population=8, parents=3, mutations=3, crossovers=3, iterations=2)
     fitness = InheritedLossFitness(trained["last"], data_bin, valid_subset=30, seed=1)
     serial = EvolutionarySearch(tiny_space, fitness, predictor, [constraint], seed=0, progress=False, **settings).run()
-    evaluator = RayEvaluator(DyingOnce(fitness, tmp_path / "died"), workers=2)
+    evaluator = ProcessPoolEvaluator(DyingOnce(fitness, tmp_path / "died"), workers=2)
     try:
         parallel = EvolutionarySearch(tiny_space, fitness, predictor, [constraint], seed=0, evaluator=evaluator,
                                       progress=False, **settings).run()
     finally:
         evaluator.close()
-        ray.shutdown()
     assert (tmp_path / "died").exists()  # a worker really died mid-search
     assert parallel.history == serial.history
     assert parallel.results[0].best.archid == serial.results[0].best.archid
 
 
 class DyingOnce:
-    """Kills its worker process on the first call (once per marker file); Ray restarts it and retries."""
+    """Kills its worker process on the first call (once per marker file); the evaluator restarts it and retries."""
 
     def __init__(self, fitness, marker: Path) -> None:
         self.fitness, self.marker = fitness, marker

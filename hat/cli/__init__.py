@@ -12,12 +12,34 @@ from hat.errors import HatError
 # only what its commands need at parse time (fairseq and onnxruntime are imported inside handlers).
 COMMAND_MODULES = ("hat.cli.space", "hat.cli.latency", "hat.cli.train", "hat.cli.search", "hat.cli.export")
 
+# Top-level modules of the optional extras -> the extra that installs them.
+EXTRAS = {"fairseq": "train", "fairseq_cli": "train", "sacrebleu": "train", "sentencepiece": "train",
+          "omegaconf": "train", "hydra": "train", "ray": "ray", "onnx": "onnx", "onnxruntime": "onnx",
+          "onnxscript": "onnx", "matplotlib": "plots"}
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """Option errors as one line, ``hat: error: <problem>`` with exit code 2, like every other bad input."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"hat: error: {self.prog.removeprefix('hat ')}: {message} (see {self.prog} --help)\n")
+
+
+def missing_extra(err: ModuleNotFoundError) -> str | None:
+    """One line for an optional dependency that is not installed, or None for any other missing module."""
+    top = (err.name or "").split(".")[0]
+    if top not in EXTRAS:
+        return None
+    extra = EXTRAS[top]
+    return f"this needs the '{extra}' extra, and {top} is not installed: pip install 'hat-nas[{extra}]'"
+
 
 def build_parser() -> argparse.ArgumentParser:
     import importlib
 
-    parser = argparse.ArgumentParser(prog="hat", description="Hardware-aware Transformer architecture search.")
+    parser = OneLineParser(prog="hat", description="Hardware-aware Transformer architecture search.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--version", action="version", version=f"hat {_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module_name in COMMAND_MODULES:
         importlib.import_module(module_name).register(commands)
@@ -41,9 +63,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     except HatError as err:
         print(f"hat: error: {err}", file=sys.stderr)
         return 2
+    except ModuleNotFoundError as err:
+        message = missing_extra(err)
+        if message is None:
+            raise
+        print(f"hat: error: {message}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        if err.filename is None:
+            raise
+        print(f"hat: error: {err.filename}: {err.strerror or err}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("hat: interrupted", file=sys.stderr)
         return 130
+
+
+def _version() -> str:
+    from hat import __version__
+
+    return __version__
 
 
 def run() -> None:

@@ -6,7 +6,9 @@ import json
 import sys
 from pathlib import Path
 
+from hat.cli.options import finite_float, float_at_least, int_at_least, positive_float
 from hat.errors import HatError
+from hat.io import check_output_dir, read_text
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -23,20 +25,20 @@ def register(commands: argparse._SubParsersAction) -> None:
     tr.add_argument("--model", type=Path, required=True)
     tr.add_argument("--backend", choices=["onnxruntime", "torch"], default="onnxruntime")
     tr.add_argument("--precision", choices=["fp32", "int8"], default="fp32")
-    tr.add_argument("--beam", type=int, default=5)
-    tr.add_argument("--lenpen", type=float, default=1.0)
-    tr.add_argument("--threads", type=int)
+    tr.add_argument("--beam", type=int_at_least(1, 64), default=5)
+    tr.add_argument("--lenpen", type=finite_float, default=1.0)
+    tr.add_argument("--threads", type=int_at_least(1, 1024))
     tr.add_argument("--input", type=Path)
     tr.set_defaults(handler=cmd_translate)
 
     ve = commands.add_parser("verify", help="measured vs predicted latency of an exported model")
     ve.add_argument("--model", type=Path, required=True)
     ve.add_argument("--predictor", type=Path, required=True)
-    ve.add_argument("--constraint", type=float, help="fail (exit 1) if measured latency exceeds it beyond --tolerance")
-    ve.add_argument("--tolerance", type=float, default=0.05, help="allowed excess over --constraint (fraction)")
+    ve.add_argument("--constraint", type=positive_float(), help="fail (exit 1) if measured latency exceeds it beyond --tolerance")
+    ve.add_argument("--tolerance", type=float_at_least(0), default=0.05, help="allowed excess over --constraint (fraction)")
     ve.add_argument("--backend", choices=["onnxruntime", "torch"], default="onnxruntime")
     ve.add_argument("--precision", choices=["fp32", "int8"], default="fp32")
-    ve.add_argument("--runs", type=int, help="timed runs (default: the predictor's protocol)")
+    ve.add_argument("--runs", type=int_at_least(1, 100000), help="timed runs (default: the predictor's protocol)")
     ve.add_argument("--json", action="store_true")
     ve.set_defaults(handler=cmd_verify)
     register_demo(commands)
@@ -45,6 +47,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 def cmd_export(args: argparse.Namespace) -> int:
     from hat.export.model_dir import export_model
 
+    check_output_dir(args.out)
     out = export_model(args.checkpoint, args.config, args.data, args.out, onnx=args.onnx, quantize=args.quantize)
     print(out)
     return 0
@@ -53,15 +56,14 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_translate(args: argparse.Namespace) -> int:
     from hat.export.runtime import Translator
 
-    if args.beam < 1:
-        raise HatError("--beam must be at least 1")
     translator = Translator(args.model, args.backend, args.precision, args.threads)
     if args.input is not None:
-        if not args.input.is_file():
-            raise HatError("input file not found", args.input)
-        lines = args.input.read_text(encoding="utf-8").splitlines()
+        lines = read_text(args.input, "input file").splitlines()
     else:
-        lines = sys.stdin.read().splitlines()
+        try:
+            lines = sys.stdin.buffer.read().decode("utf-8").splitlines()
+        except UnicodeDecodeError as err:
+            raise HatError(f"input is not UTF-8 text (byte {err.start})", "<stdin>") from None
     for line in lines:
         print(translator.translate(line, beam=args.beam, lenpen=args.lenpen) if line.strip() else "", flush=True)
     return 0
@@ -103,13 +105,14 @@ def register_demo(commands: argparse._SubParsersAction) -> None:
     demo = commands.add_parser("demo", help="the whole pipeline on the embedded synthetic corpus (~10 min on 2 cores)")
     demo.add_argument("--out", type=Path, default=Path("runs/demo"))
     demo.add_argument("--quick", action="store_true", help="a smaller run (fewer updates, samples and generations)")
-    demo.add_argument("--threads", type=int, default=1, help="threads for latency measurement and search")
+    demo.add_argument("--threads", type=int_at_least(1, 1024), default=1, help="threads for latency measurement and search")
     demo.set_defaults(handler=cmd_demo)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from hat.demo import DemoSettings, run_demo
 
+    check_output_dir(args.out)
     settings = DemoSettings(out=args.out, threads=args.threads)
     if args.quick:
         settings = DemoSettings(out=args.out, threads=args.threads, train_pairs=5000, updates=300, samples=24,

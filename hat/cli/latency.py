@@ -6,7 +6,10 @@ import json
 import logging
 from pathlib import Path
 
+from hat.cli.options import float_at_least, int_at_least, positive_float
 from hat.errors import HatError
+from hat.io import check_output_dir, check_output_file, safe_file_name
+from hat.latency.protocol import LIMITS
 
 log = logging.getLogger("hat.profile")
 
@@ -17,19 +20,19 @@ def register(commands: argparse._SubParsersAction) -> None:
     profile.add_argument("--device", help="device name (default: from the CPU/GPU model and threads)")
     profile.add_argument("--backend", choices=["torch", "cuda", "onnxruntime"], default="torch",
                          help="onnxruntime exports each SubTransformer on the fly (end-to-end only: use --no-tables)")
-    profile.add_argument("--threads", type=int, default=1, help="intra-op threads (fixed during measurement)")
-    profile.add_argument("--samples", type=int, default=200, help="end-to-end SubTransformers to measure")
-    profile.add_argument("--test-samples", type=int, default=0, help="further SubTransformers measured into test.csv")
-    profile.add_argument("--src-len", type=int, default=30)
-    profile.add_argument("--beam", type=int, default=5)
-    profile.add_argument("--vocab", type=int, default=32768)
-    profile.add_argument("--warmup", type=int, default=5)
-    profile.add_argument("--runs", type=int, default=20)
-    profile.add_argument("--seed", type=int, default=0)
-    profile.add_argument("--chunk-size", type=int, default=8, help="workloads measured interleaved per chunk")
-    profile.add_argument("--steady-tolerance", type=float, default=0.15,
+    profile.add_argument("--threads", type=int_at_least(1, LIMITS["threads"]), default=1, help="intra-op threads (fixed during measurement)")
+    profile.add_argument("--samples", type=int_at_least(0), default=200, help="end-to-end SubTransformers to measure")
+    profile.add_argument("--test-samples", type=int_at_least(0), default=0, help="further SubTransformers measured into test.csv")
+    profile.add_argument("--src-len", type=int_at_least(1, LIMITS["src_len"]), default=30)
+    profile.add_argument("--beam", type=int_at_least(1, LIMITS["beam"]), default=5)
+    profile.add_argument("--vocab", type=int_at_least(8, LIMITS["vocab"]), default=32768)
+    profile.add_argument("--warmup", type=int_at_least(0, LIMITS["warmup"]), default=5)
+    profile.add_argument("--runs", type=int_at_least(1, LIMITS["runs"]), default=20)
+    profile.add_argument("--seed", type=int_at_least(0, LIMITS["seed"]), default=0)
+    profile.add_argument("--chunk-size", type=int_at_least(1), default=8, help="workloads measured interleaved per chunk")
+    profile.add_argument("--steady-tolerance", type=positive_float(), default=0.15,
                          help="measure a chunk again when the reference model ran this much slower than before (fraction)")
-    profile.add_argument("--retries", type=int, default=2, help="re-measurements of one chunk at most")
+    profile.add_argument("--retries", type=int_at_least(0, 100), default=2, help="re-measurements of one chunk at most")
     profile.add_argument("--no-tables", action="store_true", help="skip the per-layer tables")
     profile.add_argument("--ray-address", help="Ray cluster to send measurements to (e.g. 10.0.0.5:6379)")
     profile.add_argument("--ray-resource", help="custom resource the target node advertises (e.g. rpi4)")
@@ -77,8 +80,6 @@ def cmd_profile(args: argparse.Namespace) -> int:
         raise HatError("--ray-address and --ray-resource go together")
     if args.backend == "onnxruntime" and not args.no_tables:
         raise HatError("per-layer tables are measured with torch: with --backend onnxruntime add --no-tables")
-    if args.samples < 0 or args.test_samples < 0:
-        raise HatError("--samples and --test-samples must be >= 0")
     protocol = Protocol(src_len=args.src_len, beam=args.beam, vocab=args.vocab, warmup=args.warmup,
                         runs=args.runs, threads=args.threads, seed=args.seed)
     runner = ray_runner(args.ray_address, args.ray_resource) if args.ray_address else None
@@ -87,7 +88,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
         CudaTimer()  # fails with a clear message when there is no GPU
     device = args.device or (args.ray_resource if runner else default_device_name(args.backend, args.threads))
-    out = args.out or Path("latency_tables") / device / space.name
+    out = check_output_dir(args.out or Path("latency_tables") / safe_file_name(device) / safe_file_name(space.name))
     collector = LatencyCollector(space, protocol, out, backend=args.backend, runner=runner, chunk_size=args.chunk_size,
                                  steady_tolerance=args.steady_tolerance, retries=args.retries)
     if not args.no_tables:
@@ -126,6 +127,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     from hat.latency.dataset import LatencyDataset
     from hat.latency.predictor import LatencyPredictor, fit_auto
 
+    check_output_file(args.out, "predictor file")
     data = LatencyDataset.load(args.data, args.format)
     tables = _tables(args.tables)
     if args.correct_drift:
@@ -156,6 +158,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from hat.latency.dataset import LatencyDataset
     from hat.latency.predictor import LatencyPredictor, metrics
 
+    if args.plot:
+        check_output_file(args.plot, "plot file")
     predictor = LatencyPredictor.load(args.predictor)
     data = LatencyDataset.load(args.data, args.format)
     if args.correct_drift:
@@ -182,7 +186,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     predictor = LatencyPredictor.load(args.predictor)
     configs = [SubTransformerConfig.from_yaml(path) for path in args.config]
-    predicted = predictor.predict(configs)
+    predicted = []
+    for path, config in zip(args.config, configs):
+        try:
+            predicted.append(float(predictor.predict([config])[0]))
+        except HatError as err:
+            raise HatError(f"{err} (predictor {args.predictor})", path) from None
     results = [{"config": str(p), "archid": c.archid, "latency_ms": float(ms)} for p, c, ms in zip(args.config, configs, predicted)]
     if args.json:
         print(json.dumps(results if len(results) > 1 else results[0], indent=2))

@@ -7,7 +7,9 @@ import logging
 import time
 from pathlib import Path
 
+from hat.cli.options import float_at_least, int_at_least, positive_float
 from hat.errors import HatError
+from hat.io import check_output_dir
 
 log = logging.getLogger("hat.search")
 
@@ -18,18 +20,18 @@ def register(commands: argparse._SubParsersAction) -> None:
     s.add_argument("--checkpoint", type=Path, required=True, help="SuperTransformer checkpoint")
     s.add_argument("--data", type=Path, required=True, help="data-bin folder (validation split)")
     s.add_argument("--predictor", type=Path, required=True, help="latency predictor JSON")
-    s.add_argument("--latency-constraint", type=float, nargs="+", required=True, metavar="MS")
-    s.add_argument("--population", type=int, default=125)
-    s.add_argument("--parents", type=int, default=25)
-    s.add_argument("--mutations", type=int, default=50)
-    s.add_argument("--crossovers", type=int, default=50)
-    s.add_argument("--mutation-prob", type=float, default=0.3)
-    s.add_argument("--iterations", type=int, default=30)
-    s.add_argument("--valid-subset", type=int, help="sentences of the validation set to score (default: all)")
+    s.add_argument("--latency-constraint", type=positive_float(), nargs="+", required=True, metavar="MS")
+    s.add_argument("--population", type=int_at_least(1), default=125)
+    s.add_argument("--parents", type=int_at_least(1), default=25)
+    s.add_argument("--mutations", type=int_at_least(0), default=50)
+    s.add_argument("--crossovers", type=int_at_least(0), default=50)
+    s.add_argument("--mutation-prob", type=float_at_least(0, 1), default=0.3)
+    s.add_argument("--iterations", type=int_at_least(0), default=30)
+    s.add_argument("--valid-subset", type=int_at_least(1), help="sentences of the validation set to score (default: all)")
     s.add_argument("--split", default="valid")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--workers", type=int, default=0, help="Ray actors (0: evaluate in this process)")
-    s.add_argument("--ray-address", help="join this Ray cluster instead of starting a local one")
+    s.add_argument("--seed", type=int_at_least(0), default=0)
+    s.add_argument("--workers", type=int_at_least(0, 256), default=0, help="worker processes (0: evaluate in this process); Ray actors with --ray-address")
+    s.add_argument("--ray-address", help="evaluate on this Ray cluster (HOST:PORT); without it workers are local processes")
     s.add_argument("--random-search", action="store_true",
                    help="also run random search with the same evaluation budget per constraint, for comparison")
     s.add_argument("--resume", action="store_true", help="continue the search saved in --out")
@@ -40,10 +42,12 @@ def register(commands: argparse._SubParsersAction) -> None:
 def cmd_search(args: argparse.Namespace) -> int:
     from hat.checkpoints import load_supernet
     from hat.latency import LatencyPredictor
-    from hat.search import EvolutionarySearch, InheritedLossFitness, RayEvaluator, random_search
+    from hat.search import EvolutionarySearch, InheritedLossFitness, random_search
+    from hat.search.evaluators import make_evaluator
     from hat.search.outputs import write_search_outputs
     from hat.space import SearchSpace
 
+    check_output_dir(args.out)
     space = SearchSpace.from_yaml(args.space)
     load_supernet(args.checkpoint, space)  # fail early, with a clear message, on a checkpoint of another space
     predictor = LatencyPredictor.load(args.predictor)
@@ -54,10 +58,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     fitness = InheritedLossFitness(args.checkpoint, args.data, split=args.split, valid_subset=args.valid_subset,
                                    seed=args.seed)
     fitness.load()
-    evaluator = None
-    if args.workers or args.ray_address:
-        evaluator = RayEvaluator(fitness, max(args.workers, 1), args.ray_address)
-    args.out.mkdir(parents=True, exist_ok=True)
+    evaluator = make_evaluator(fitness, args.workers, args.ray_address)
     search = EvolutionarySearch(
         space, fitness, predictor, args.latency_constraint, seed=args.seed, population=args.population,
         parents=args.parents, mutations=args.mutations, crossovers=args.crossovers, mutation_prob=args.mutation_prob,

@@ -6,7 +6,9 @@ import json
 import random
 from pathlib import Path
 
+from hat.cli.options import int_at_least
 from hat.errors import HatError
+from hat.io import check_output_dir, safe_file_name
 from hat.space import SearchSpace, SubTransformerConfig
 
 
@@ -21,7 +23,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 
     sample = sub.add_parser("sample", help="sample SubTransformer configs (HAT's uniform sampling)")
     sample.add_argument("space", type=Path)
-    sample.add_argument("--n", type=int, default=1, help="how many configs")
+    sample.add_argument("--n", type=int_at_least(1, 100000), default=1, help="how many configs")
     sample.add_argument("--seed", type=int, default=0)
     sample.add_argument("--out", type=Path, help="write one YAML file per config into this folder")
     sample.set_defaults(handler=cmd_sample)
@@ -29,8 +31,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     check = sub.add_parser("check", help="check a config against a space; print parameter counts")
     check.add_argument("space", type=Path)
     check.add_argument("config", type=Path)
-    check.add_argument("--src-vocab", type=int, help="source vocabulary size (for counts with embeddings)")
-    check.add_argument("--tgt-vocab", type=int, help="target vocabulary size (default: --src-vocab)")
+    check.add_argument("--src-vocab", type=int_at_least(1), help="source vocabulary size (for counts with embeddings)")
+    check.add_argument("--tgt-vocab", type=int_at_least(1), help="target vocabulary size (default: --src-vocab)")
     check.add_argument("--json", action="store_true", help="machine-readable output")
     check.set_defaults(handler=cmd_check)
 
@@ -47,14 +49,14 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    if args.n < 1:
-        raise HatError(f"--n must be at least 1, got {args.n}")
     space = SearchSpace.from_yaml(args.space)
+    if args.out:
+        check_output_dir(args.out)
     rng = random.Random(args.seed)
     configs = [space.sample(rng=rng) for _ in range(args.n)]
     if args.out:
         for config in configs:
-            path = args.out / f"{space.name}_{config.archid}.yaml"
+            path = args.out / safe_file_name(f"{space.name}_{config.archid}.yaml")
             config.to_yaml(path)
             print(path)
     else:

@@ -5,7 +5,9 @@ import argparse
 import json
 from pathlib import Path
 
+from hat.cli.options import finite_float, int_at_least
 from hat.errors import HatError
+from hat.io import check_output_dir
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -13,9 +15,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     sub = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
     syn = sub.add_parser("synthetic", help="write the embedded synthetic en-de corpus (raw text)")
     syn.add_argument("--out", type=Path, required=True)
-    syn.add_argument("--train", type=int, default=20000)
-    syn.add_argument("--valid", type=int, default=500)
-    syn.add_argument("--test", type=int, default=500)
+    syn.add_argument("--train", type=int_at_least(1), default=20000)
+    syn.add_argument("--valid", type=int_at_least(1), default=500)
+    syn.add_argument("--test", type=int_at_least(1), default=500)
     syn.add_argument("--seed", type=int, default=1)
     syn.add_argument("--prepare", action="store_true", help="also run 'prepare' into OUT/bin")
     syn.set_defaults(handler=cmd_synthetic)
@@ -28,11 +30,11 @@ def register(commands: argparse._SubParsersAction) -> None:
     prep.add_argument("--test")
     prep.add_argument("--out", type=Path, required=True)
     prep.add_argument("--bpe", choices=["sentencepiece", "none"], default="sentencepiece")
-    prep.add_argument("--vocab-size", type=int, default=8000, help="upper bound on the sentencepiece vocabulary")
+    prep.add_argument("--vocab-size", type=int_at_least(8), default=8000, help="upper bound on the sentencepiece vocabulary")
     prep.add_argument("--joined-dictionary", action=argparse.BooleanOptionalAction, default=True,
                       help="one vocabulary for both languages (needed by spaces with shared embeddings)")
     prep.add_argument("--skip-empty", action="store_true", help="drop pairs with an empty side instead of failing")
-    prep.add_argument("--workers", type=int, default=1)
+    prep.add_argument("--workers", type=int_at_least(1, 256), default=1)
     prep.set_defaults(handler=cmd_prepare)
 
     train = commands.add_parser(
@@ -53,9 +55,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     ev.add_argument("--data", type=Path, required=True)
     ev.add_argument("--config", type=Path, help="SubTransformer config (default: the checkpoint's own, or the largest)")
     ev.add_argument("--split", default="test")
-    ev.add_argument("--beam", type=int, default=5)
-    ev.add_argument("--lenpen", type=float, default=1.0)
-    ev.add_argument("--max-tokens", type=int, default=4096)
+    ev.add_argument("--beam", type=int_at_least(1, 64), default=5)
+    ev.add_argument("--lenpen", type=finite_float, default=1.0)
+    ev.add_argument("--max-tokens", type=int_at_least(1), default=4096)
     ev.add_argument("--no-bleu", action="store_true", help="loss only")
     ev.add_argument("--json", action="store_true")
     ev.set_defaults(handler=cmd_evaluate)
@@ -64,9 +66,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 def cmd_synthetic(args: argparse.Namespace) -> int:
     from hat.data.synthetic import generate_corpus
 
-    for name in ("train", "valid", "test"):
-        if getattr(args, name) < 1:
-            raise HatError(f"--{name} must be at least 1")
+    check_output_dir(args.out)
     counts = generate_corpus(args.out, args.train, args.valid, args.test, args.seed)
     print(f"wrote {counts} pairs to {args.out}")
     if args.prepare:
@@ -81,8 +81,7 @@ def cmd_synthetic(args: argparse.Namespace) -> int:
 def cmd_prepare(args: argparse.Namespace) -> int:
     from hat.data.prepare import prepare_data
 
-    if args.vocab_size < 8:
-        raise HatError("--vocab-size must be at least 8")
+    check_output_dir(args.out)
     out = prepare_data(src=args.src, tgt=args.tgt, train=args.train, valid=args.valid, test=args.test, out=args.out,
                        bpe=args.bpe, vocab_size=args.vocab_size, joined_dictionary=args.joined_dictionary,
                        skip_empty=args.skip_empty, workers=args.workers)

@@ -29,9 +29,9 @@ def load_batches(
     """The (optionally seeded-subset of the) ``split`` as fixed batches of at most ``max_tokens``."""
     from fairseq.data import Dictionary, LanguagePairDataset, data_utils
 
-    from hat.data.prepare import load_data_meta
+    from hat.data.prepare import check_data_folder
 
-    meta = load_data_meta(data_dir)
+    meta = check_data_folder(data_dir, (split,))
     src, tgt = meta["src"], meta["tgt"]
     data_dir = Path(data_dir)
     src_dict = Dictionary.load(str(data_dir / f"dict.{src}.txt"))
@@ -50,6 +50,10 @@ def load_batches(
         indices = np.sort(np.random.default_rng(seed).permutation(len(dataset))[:subset_size])
     indices = indices[np.argsort(dataset.num_tokens_vec(indices) if hasattr(dataset, "num_tokens_vec") else
                                  [dataset.num_tokens(i) for i in indices], kind="stable")]
+    longest = int(max(dataset.num_tokens(int(i)) for i in indices))
+    if longest > max_tokens:
+        raise HatError(f"split '{split}' has a sentence of {longest} tokens, more than --max-tokens {max_tokens}",
+                       data_dir)
     groups = dataset.batch_by_size(indices, max_tokens=max_tokens)
     batches = []
     for group in groups:

@@ -1,8 +1,8 @@
 """Raw parallel text -> sentencepiece -> fairseq data-bin (via fairseq's own preprocessing)."""
 from __future__ import annotations
 
-import json
 import logging
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -130,16 +130,73 @@ def _binarize(work: Path, out: Path, src: str, tgt: str, has_test: bool, joined:
     preprocess.main(args)
 
 
+LANG_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
+MMAP_MAGIC = b"MMIDIDX\x00\x00"
+MMAP_ITEM_SIZE = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 8, 7: 8, 8: 2, 9: 4, 10: 8}  # fairseq's dtype codes
+
+
 def load_data_meta(data_dir: str | Path) -> dict:
     """``hat_data.json`` of a prepared folder; plain fairseq data-bin folders get a minimal description."""
+    from hat.io import file_content, load_json
+
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         raise HatError("data folder not found", data_dir)
     meta_path = data_dir / META_FILE
     if meta_path.is_file():
-        return json.loads(meta_path.read_text())
+        meta = load_json(meta_path, "data description")
+        with file_content(meta_path, "data description"):
+            for side in ("src", "tgt"):
+                if not isinstance(meta[side], str) or not LANG_PATTERN.match(meta[side]):
+                    raise ValueError(f"'{side}' must be a language code, got {meta[side]!r}")
+            spm_models = meta.setdefault("sentencepiece", {}) or {}
+            if not isinstance(spm_models, dict) or not all(
+                    isinstance(v, str) and Path(v).name == v and v for v in spm_models.values()):
+                raise ValueError("'sentencepiece' must map languages to file names in the folder")
+        return meta
     dicts = sorted(data_dir.glob("dict.*.txt"))
     if len(dicts) < 2:
         raise HatError("not a fairseq data-bin folder (no dict.SRC.txt / dict.TGT.txt)", data_dir)
     langs = [p.name.split(".")[1] for p in dicts]
     return {"src": langs[0], "tgt": langs[1], "bpe": "unknown", "sentencepiece": {}}
+
+
+def check_data_folder(data_dir: str | Path, splits: tuple[str, ...] = ("valid",)) -> dict:
+    """Everything of a data-bin folder a command will read, checked before the work starts.
+
+    The description, both dictionaries (fairseq's text format, UTF-8) and each split's binary
+    files (index header, sentence count, the data file's length): a truncated or foreign file is
+    one line naming it, not a traceback from inside fairseq. Returns the description.
+    """
+    from hat.export.dictionary import Dictionary
+
+    meta = load_data_meta(data_dir)
+    data_dir = Path(data_dir)
+    src, tgt = meta["src"], meta["tgt"]
+    for lang in (src, tgt):
+        Dictionary.load(data_dir / f"dict.{lang}.txt")
+    for split in splits:
+        for lang in (src, tgt):
+            _check_mmap_split(data_dir / f"{split}.{src}-{tgt}.{lang}", split)
+    return meta
+
+
+def _check_mmap_split(prefix: Path, split: str) -> None:
+    import numpy as np
+
+    index, data = prefix.with_name(prefix.name + ".idx"), prefix.with_name(prefix.name + ".bin")
+    if not index.is_file() or not data.is_file():
+        raise HatError(f"split '{split}' not found (expected {index.name} and {data.name})", prefix.parent)
+    raw = index.read_bytes()
+    if len(raw) < 26 or raw[:9] != MMAP_MAGIC or int.from_bytes(raw[9:17], "little") != 1 \
+            or raw[17] not in MMAP_ITEM_SIZE:
+        raise HatError("not a fairseq mmap index file (wrong header); binarize with --dataset-impl mmap", index)
+    count = int.from_bytes(raw[18:26], "little")
+    if count == 0 or len(raw) < 26 + 12 * count:
+        raise HatError(f"index file is truncated or empty ({count} sentences announced)", index)
+    sizes = np.frombuffer(raw, dtype="<i4", count=count, offset=26)
+    pointers = np.frombuffer(raw, dtype="<i8", count=count, offset=26 + 4 * count)
+    expected = int(pointers[-1]) + int(sizes[-1]) * MMAP_ITEM_SIZE[raw[17]]
+    if (sizes < 0).any() or data.stat().st_size != expected:
+        raise HatError(f"data file has {data.stat().st_size} bytes, its index expects {expected} (truncated or "
+                       "from another binarization?)", data)

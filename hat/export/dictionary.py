@@ -18,17 +18,17 @@ class Dictionary:
 
     @classmethod
     def load(cls, path: str | Path) -> "Dictionary":
+        from hat.io import read_text
+
         path = Path(path)
-        if not path.is_file():
-            raise HatError("dictionary file not found", path)
         symbols = list(cls.SPECIALS)
-        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        for number, line in enumerate(read_text(path, "dictionary file").splitlines(), start=1):
             parts = line.rstrip().rsplit(" ", 1)
             if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
                 if line.strip().endswith("#fairseq:overwrite"):
                     parts = line.rsplit(" ", 2)[:1] + ["0"]
                 else:
-                    raise HatError(f"line {number}: expected 'symbol count', got {line!r}", path)
+                    raise HatError(f"line {number}: expected 'symbol count', got {line[:80]!r}", path)
             symbols.append(parts[0])
         return cls(symbols)
 

@@ -5,19 +5,18 @@ Writing needs torch; reading the ONNX side needs only numpy, pyyaml, onnxruntime
 """
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 from pathlib import Path
 from typing import Any
 
 from hat.errors import HatError
-from hat.io import atomic_write_json
+from hat.io import atomic_write_json, file_sha256
 
 log = logging.getLogger(__name__)
 MANIFEST, WEIGHTS, CONFIG = "manifest.json", "weights.safetensors", "config.yaml"
 ONNX_FILES = {"fp32": ("encoder.onnx", "decoder_step.onnx"), "int8": ("encoder.int8.onnx", "decoder_step.int8.onnx")}
-FORMAT = "hat-model-v1"
+FORMAT = "hat-model-v2"  # v2: sha256 of every file in "files"
 
 
 def export_model(
@@ -34,7 +33,7 @@ def export_model(
     from safetensors.torch import save_model
 
     from hat.checkpoints import load_supernet
-    from hat.data.prepare import load_data_meta
+    from hat.data.prepare import check_data_folder
     from hat.space import SubTransformerConfig
     from hat.subtransformer import count_parameters, extract_subtransformer
 
@@ -51,10 +50,11 @@ def export_model(
             raise HatError(str(err), config_path) from None
     else:
         config = loaded.fixed_config or loaded.space.largest()
-    meta = load_data_meta(data)
+    meta = check_data_folder(data, ())
     data = Path(data)
     src_dict, tgt_dict = data / f"dict.{meta['src']}.txt", data / f"dict.{meta['tgt']}.txt"
     from hat.export.dictionary import Dictionary
+    from hat.export.runtime import load_sentencepiece
 
     if len(Dictionary.load(src_dict)) != loaded.supernet.src_vocab_size or \
             len(Dictionary.load(tgt_dict)) != loaded.supernet.tgt_vocab_size:
@@ -70,6 +70,7 @@ def export_model(
     for lang, side in ((meta["src"], "src"), (meta["tgt"], "tgt")):
         name = (meta.get("sentencepiece") or {}).get(lang)
         if name:
+            load_sentencepiece(data / name)  # a corrupt model fails here, naming the file
             shutil.copy(data / name, out / f"spm.{side}.model")
             spm[side] = f"spm.{side}.model"
     manifest: dict[str, Any] = {
@@ -84,6 +85,7 @@ def export_model(
         "sentencepiece": spm,
         "weights": WEIGHTS, "config": CONFIG, "torch": torch.__version__,
         "onnx": {},
+        "files": {},
     }
     if onnx:
         from hat.export.graphs import export_onnx
@@ -98,22 +100,53 @@ def export_model(
             for source, target in ((encoder, q_encoder), (decoder, q_decoder)):
                 quantize_int8(str(out / source), str(out / target))
             manifest["onnx"]["int8"] = {"encoder": q_encoder, "decoder_step": q_decoder}
+    manifest["files"] = {name: file_sha256(out / name) for name in _listed_files(manifest)}
     atomic_write_json(out / MANIFEST, manifest)
     return out
 
 
+def _listed_files(manifest: dict[str, Any]) -> list[str]:
+    """Every file of the model directory that the manifest names (all plain names, no paths)."""
+    names = [manifest["weights"], manifest["config"], "dict.src.txt", "dict.tgt.txt",
+             *manifest["sentencepiece"].values()]
+    for graphs in manifest["onnx"].values():
+        names += list(graphs.values())
+    for name in names:
+        if not isinstance(name, str) or not name or Path(name).name != name or name.startswith("."):
+            raise ValueError(f"file name {name!r} is not a plain file name")
+    return names
+
+
 def read_manifest(model_dir: str | Path) -> dict[str, Any]:
+    """The manifest of an exported model, after checking every file it names against its sha256."""
+    from hat.io import file_content, load_json
+
     model_dir = Path(model_dir)
     path = model_dir / MANIFEST
     if not path.is_file():
         raise HatError("not an exported HAT model (no manifest.json)", model_dir)
-    try:
-        manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise HatError(f"manifest is not valid JSON ({err})", path) from None
-    if manifest.get("format") != FORMAT:
-        raise HatError(f"unknown model format {manifest.get('format')!r} (expected {FORMAT})", path)
-    for name in (manifest["config"], "dict.src.txt", "dict.tgt.txt", *manifest.get("sentencepiece", {}).values()):
+    manifest = load_json(path, "model manifest")
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        found = manifest.get("format") if isinstance(manifest, dict) else None
+        hint = "; export the model again" if found == "hat-model-v1" else ""
+        raise HatError(f"unknown model format {found!r} (expected {FORMAT}){hint}", path)
+    with file_content(path, "model manifest"):
+        names = _listed_files(manifest)
+        hashes = manifest["files"]
+        dims = manifest["dims"]
+        for key in ("src_vocab_size", "tgt_vocab_size", "padding_idx"):
+            if isinstance(dims[key], bool) or not isinstance(dims[key], int) or dims[key] < 0:
+                raise ValueError(f"dims.{key} must be a non-negative integer")
+        for key in ("archid", "space", "space_fingerprint"):
+            if not isinstance(manifest[key], str):
+                raise ValueError(f"{key} must be a string")
+        for name in names:
+            if not isinstance(hashes.get(name), str):
+                raise ValueError(f"no sha256 for {name}")
+    for name in names:
         if not (model_dir / name).is_file():
             raise HatError(f"model directory is missing {name}", model_dir)
+        if file_sha256(model_dir / name) != hashes[name]:
+            raise HatError(f"{name} was changed after export (its sha256 does not match the manifest)", model_dir)
     return manifest
+

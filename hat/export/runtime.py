@@ -1,6 +1,7 @@
 """Runtimes for exported models: onnxruntime (no torch needed) and PyTorch, behind one step interface."""
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +10,18 @@ import numpy as np
 from hat.errors import HatError
 from hat.export.dictionary import Dictionary
 from hat.export.model_dir import read_manifest
+
+log = logging.getLogger(__name__)
+
+
+def load_sentencepiece(path: Path) -> Any:
+    """A sentencepiece model; a corrupt file is one line naming it."""
+    import sentencepiece
+
+    try:
+        return sentencepiece.SentencePieceProcessor(model_file=str(path))
+    except (OSError, RuntimeError) as err:
+        raise HatError(f"not a sentencepiece model ({' '.join(str(err).split())[:200]})", path) from None
 
 
 class OnnxRuntimeModel:
@@ -156,11 +169,9 @@ class Translator:
         dims = manifest["dims"]
         if len(self.src_dict) != dims["src_vocab_size"] or len(self.tgt_dict) != dims["tgt_vocab_size"]:
             raise HatError("dictionaries do not match the model's vocabulary sizes", model_dir)
-        self.spm = {}
-        for side, name in manifest.get("sentencepiece", {}).items():
-            import sentencepiece
-
-            self.spm[side] = sentencepiece.SentencePieceProcessor(model_file=str(model_dir / name))
+        self.spm = {side: load_sentencepiece(model_dir / name) for side, name in manifest["sentencepiece"].items()}
+        # beam search runs up to 1.2 * source + 10 steps; both must stay inside the position table
+        self.max_source_tokens = max(1, int((dims.get("max_positions", 1024) - 10) / 1.2))
 
     def encode_text(self, text: str) -> list[int]:
         pieces = self.spm["src"].encode(text, out_type=str) if "src" in self.spm else text.split()
@@ -174,6 +185,9 @@ class Translator:
         from hat.export.beam import beam_search, greedy_search
 
         ids = self.encode_text(text)
+        if len(ids) > self.max_source_tokens:
+            log.warning("input line of %d tokens truncated to the model's %d", len(ids), self.max_source_tokens)
+            ids = ids[: self.max_source_tokens - 1] + [ids[-1]]
         if beam == 1:
             out = greedy_search(self.runtime, ids, eos=self.tgt_dict.eos)
         else:

@@ -120,11 +120,9 @@ def local_runner() -> Runner:
 
 def ray_runner(address: str, resource: str) -> Runner:
     """Send each chunk to the node advertising ``resource`` (one at a time) and wait for it."""
-    try:
-        import ray
-    except ImportError:
-        raise HatError("--ray-address needs Ray: pip install 'hat-nas[ray]'") from None
-    ray.init(address=address, ignore_reinit_error=True, log_to_driver=False, logging_level=logging.WARNING)
+    from hat.ray_cluster import connect
+
+    ray = connect(address)
     available = ray.cluster_resources()
     if resource not in available:
         custom = sorted(k for k in available if k not in ("CPU", "GPU", "memory", "object_store_memory") and not k.startswith("node:"))
@@ -173,6 +171,7 @@ class LatencyCollector:
         self.chunk_size = chunk_size
         self.progress = progress
         self.reference = space.smallest()
+        self._reference_rows()  # a corrupt reference.csv of an earlier run fails now, not after measuring
         self._device: dict | None = None
 
     # ---- shared plumbing ------------------------------------------------------------------
@@ -183,6 +182,7 @@ class LatencyCollector:
             "format": "hat-latency-v1",
             "space": self.space.name,
             "space_fingerprint": self.space.fingerprint,
+            "space_spec": self.space.to_dict(),
             "protocol": self.protocol.to_dict(),
             "device": self._device,
             "reference": self.reference_spec(),
@@ -231,8 +231,7 @@ class LatencyCollector:
         return results, reference
 
     def _reference_rows(self) -> list[dict[str, str]]:
-        path = self.out_dir / REFERENCE_FILE
-        return list(csv.DictReader(io.StringIO(path.read_text()))) if path.is_file() else []
+        return read_reference_rows(self.out_dir / REFERENCE_FILE)
 
     def _reference_baseline(self) -> float | None:
         """Median reference time of the accepted chunks so far (``None`` before the first)."""
@@ -350,13 +349,29 @@ def dataset_row(config: SubTransformerConfig, result: Result, runs: int, referen
     return row
 
 
+def read_reference_rows(path: Path) -> list[dict[str, str]]:
+    """The reference timings of earlier chunks (``reference.csv``), each row checked."""
+    from hat.io import file_content, finite, read_text
+
+    if not path.is_file():
+        return []
+    rows = list(csv.DictReader(io.StringIO(read_text(path, "reference timings file"))))
+    for line, row in enumerate(rows, start=2):
+        with file_content(path, f"line {line} of the reference timings"):
+            for column in ("encoder_ms", "decoder_ms"):
+                finite(float(row[column]), column, positive=True)
+            if row.get("accepted") not in (None, "", "0", "1"):
+                raise ValueError(f"accepted must be 0 or 1, got {row['accepted']!r}")
+    return rows
+
+
 def reference_noise(out_dir: str | Path) -> dict[str, float] | None:
     """Spread of the reference model's total latency over every chunk measured (re-measured ones
     included, so it describes the machine): mean, std, CV, max/min, and how many were re-measured."""
     path = Path(out_dir) / REFERENCE_FILE
     if not path.is_file():
         return None
-    rows = list(csv.DictReader(path.open()))
+    rows = read_reference_rows(path)
     totals = np.array([float(r["encoder_ms"]) + float(r["decoder_ms"]) for r in rows])
     if len(totals) == 0:
         return None

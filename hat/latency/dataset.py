@@ -17,7 +17,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from hat.errors import HatError
-from hat.io import atomic_write_text
+from hat.io import atomic_write_text, parse_json, read_text
 from hat.latency.features import HAT_FEATURES
 from hat.space import SubTransformerConfig
 
@@ -70,19 +70,13 @@ class LatencyDataset:
     def load(cls, path: str | Path, fmt: str = "auto") -> "LatencyDataset":
         """Read our CSV or HAT's (``fmt``: auto, hat, hat-latency); problems are one-line errors."""
         path = Path(path)
-        if not path.is_file():
-            raise HatError("latency dataset not found", path)
-        try:
-            text = path.read_text()
-        except (OSError, UnicodeDecodeError) as err:
-            raise HatError(f"cannot read latency dataset: {err}", path) from None
+        text = read_text(path, "latency dataset")
         meta: dict[str, Any] = {}
         if text.startswith(HEADER_PREFIX):
             first, _, text = text.partition("\n")
-            try:
-                meta = json.loads(first[len(HEADER_PREFIX):])
-            except json.JSONDecodeError as err:
-                raise HatError(f"corrupt header line: {err}", path) from None
+            meta = parse_json(first[len(HEADER_PREFIX):], path, "the header line")
+            if not isinstance(meta, dict):
+                raise HatError("the header line must hold a JSON mapping", path)
         if fmt == "hat-latency" and not meta:
             raise HatError("not a hat-latency file (no '# hat-latency' header line); use --format hat", path)
         reader = csv.DictReader(io.StringIO(text))
@@ -106,6 +100,8 @@ class LatencyDataset:
                 if not math.isfinite(value) or value < 0:
                     raise HatError(f"line {line}: {column} = {row[column]} (must be a finite, non-negative number)", path)
                 values.append(value)
+            if values[10] + values[11] <= 0:
+                raise HatError(f"line {line}: a latency of 0 ms is not a measurement", path)
             features.append(values[:10])
             enc.append(values[10])
             dec.append(values[11])

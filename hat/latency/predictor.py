@@ -15,6 +15,7 @@ import numpy as np
 from hat.errors import HatError
 from hat.io import atomic_write_json
 from hat.latency.dataset import LatencyDataset
+from hat.latency.protocol import Protocol
 from hat.latency.features import HAT_FEATURE_SCALE, hat_feature_matrix, structural_features
 from hat.latency.tables import LatencyTables
 from hat.space import SearchSpace, SubTransformerConfig
@@ -98,10 +99,14 @@ class LatencyPredictor:
             self.params = _fit_ridge(self._design(dataset.features, sums), y, seed)
         else:
             self.params = _fit_mlp(dataset.features, y, self.mlp_hidden, seed, mlp_steps)
-        self.info = {"train": metrics(self._predict_arrays(dataset.features, sums), y)}
+        _check_finite_params(self.params, "fitting gave non-finite parameters (rows of 0 ms or duplicated rows?)")
+        self.info = {"train": metrics(self._predict_arrays(dataset.features, sums), y),
+                     "feature_range": [dataset.features.min(axis=0).tolist(), dataset.features.max(axis=0).tolist()]}
         if dataset.meta:
             self.info.update(space=dataset.meta.get("space"), space_fingerprint=dataset.meta.get("space_fingerprint"),
                              device=dataset.meta.get("device"), protocol=dataset.meta.get("protocol"))
+            if dataset.meta.get("space_spec"):
+                self.info["space_spec"] = dataset.meta["space_spec"]
         if self.tables is not None:
             self.info.update(space=self.tables.space_name, space_fingerprint=self.tables.space_fingerprint)
             self.info.setdefault("device", self.tables.device)
@@ -122,12 +127,50 @@ class LatencyPredictor:
         return _mlp_forward(self.params, hat10)
 
     def predict(self, configs: Sequence[SubTransformerConfig]) -> np.ndarray:
-        """Predicted total latency (ms) of each config, as one vectorised computation."""
+        """Predicted total latency (ms) of each config, as one vectorised computation.
+
+        Configs outside the predictor's space (or, for a predictor that knows no space, outside
+        the range of what it was fitted on) are refused, and so is any non-positive prediction.
+        """
         configs = list(configs)
         if not configs:
             return np.zeros(0)
+        features = hat_feature_matrix(configs)
+        self._check_inputs(configs, features)
         sums = self._table_sums(configs) if self.uses_tables else None
-        return self._predict_arrays(hat_feature_matrix(configs), sums)
+        predicted = self._predict_arrays(features, sums)
+        bad = np.flatnonzero(~np.isfinite(predicted) | (predicted <= 0))
+        if len(bad):
+            raise HatError(f"the latency predictor gives {predicted[bad[0]]:.4g} ms for {configs[bad[0]].archid}: "
+                           "it is not a usable predictor for this config")
+        return predicted
+
+    def _check_inputs(self, configs: Sequence[SubTransformerConfig], features: np.ndarray) -> None:
+        space = self.space
+        if space is not None:
+            for config in configs:
+                space.validate(config)
+            return
+        bounds = self.info.get("feature_range")
+        if bounds is None:
+            return
+        low, high = np.asarray(bounds[0]), np.asarray(bounds[1])
+        margin = np.maximum(0.5 * (high - low), 1e-9 * np.abs(high))
+        outside = (features < low - margin) | (features > high + margin)
+        if outside.any():
+            row, column = map(int, np.argwhere(outside)[0])
+            raise HatError(f"config {configs[row].archid} is outside what the predictor was fitted on (feature "
+                           f"{column} = {features[row, column]:g}, fitted on {low[column]:g}..{high[column]:g})")
+
+    @property
+    def space(self) -> SearchSpace | None:
+        """The search space the predictor was fitted for, when its data recorded it."""
+        spec = self.info.get("space_spec")
+        if spec is None:
+            return None
+        if self.__dict__.get("_space") is None:
+            self.__dict__["_space"] = SearchSpace.from_dict(spec)
+        return self.__dict__["_space"]
 
     def predict_dataset(self, dataset: LatencyDataset) -> np.ndarray:
         sums = self._table_sums(dataset.configs) if self.uses_tables else None
@@ -153,31 +196,55 @@ class LatencyPredictor:
 
     @classmethod
     def load(cls, path: str | Path) -> "LatencyPredictor":
+        """Read a predictor and prove it usable: finite parameters of the right shapes, a valid
+        space, and positive predictions at the corners of what it covers."""
+        from hat.io import file_content, load_json
+
         path = Path(path)
-        if not path.is_file():
-            raise HatError("latency predictor file not found", path)
-        try:
-            data = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise HatError(f"latency predictor is not valid JSON ({err})", path) from None
+        data = load_json(path, "latency predictor file")
         if not isinstance(data, dict) or data.get("format") != FORMAT or data.get("kind") not in KINDS:
             raise HatError(f"not a HAT latency predictor (expected format '{FORMAT}')", path)
-        try:
-            tables = None
-            if data.get("tables"):
-                t = data["tables"]
-                tables = LatencyTables(t["space"], t["space_fingerprint"], t["protocol"], t["device"], t["tables"])
-            predictor = cls(data["kind"], tables=tables, mlp_hidden=data.get("mlp_hidden", (400, 400, 400)))
+        with file_content(path, "latency predictor file"):
+            tables = LatencyTables.from_dict(data["tables"], path) if data.get("tables") else None
+            hidden = data.get("mlp_hidden", (400, 400, 400))
+            if not all(isinstance(h, int) and not isinstance(h, bool) and 0 < h <= 4096 for h in hidden):
+                raise ValueError("mlp_hidden must list positive layer widths")
+            predictor = cls(data["kind"], tables=tables, mlp_hidden=hidden)
             params = dict(data["params"])
             if "layers" in params:
                 params["layers"] = [(_unb64(layer["weight"]), _unb64(layer["bias"])) for layer in params["layers"]]
             for key, value in list(params.items()):
                 if isinstance(value, dict) and "data" in value:
                     params[key] = _unb64(value)
-        except (KeyError, TypeError, ValueError) as err:
-            raise HatError(f"latency predictor file is corrupt ({type(err).__name__}: {err})", path) from None
-        predictor.params, predictor.info = params, data.get("info", {})
+            _check_finite_params(params, "non-finite parameter")
+            info = data.get("info", {})
+            if not isinstance(info, dict):
+                raise ValueError("'info' must be a mapping")
+            if info.get("protocol") is not None:
+                Protocol(**info["protocol"])
+            predictor.params, predictor.info = params, info
+            predictor._self_check()
         return predictor
+
+    def _self_check(self) -> None:
+        """Predict the extremes of the predictor's space (or of its fitted feature range)."""
+        space = self.space
+        if space is not None:
+            self.predict([space.smallest(), space.largest()])
+            return
+        bounds = self.info.get("feature_range")
+        if bounds is not None and not self.uses_tables:
+            corners = np.asarray(bounds, dtype=float).reshape(2, 10)
+            predicted = self._predict_arrays(corners, None)
+            if not np.all(np.isfinite(predicted)) or (predicted <= 0).any():
+                raise ValueError(f"predicts {predicted.min():.4g} ms at the edge of its fitted range")
+
+
+def _check_finite_params(params: dict[str, Any], message: str) -> None:
+    values = [np.asarray(v, dtype=float) for k, v in params.items() if k != "layers"]
+    values += [np.asarray(a, dtype=float) for layer in params.get("layers", ()) for a in layer]
+    if not all(np.all(np.isfinite(v)) for v in values):
+        raise HatError(message)
 
 
 # ---- ridge regression (weighted for relative error) -----------------------------------------------

@@ -9,6 +9,11 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 
+# Upper bounds of the protocol's integers: src_len stays inside the models' 1024 positions.
+LIMITS = {"src_len": 1000, "beam": 64, "vocab": 1 << 20, "warmup": 1000, "runs": 100000, "threads": 1024,
+          "seed": 2**32 - 1}
+
+
 @dataclass(frozen=True)
 class Protocol:
     """How one latency is measured.
@@ -30,10 +35,12 @@ class Protocol:
     def __post_init__(self) -> None:
         from hat.errors import HatError
 
-        for name in ("src_len", "beam", "vocab", "runs", "threads"):
-            if getattr(self, name) < 1:
-                raise HatError(f"protocol: {name} must be at least 1, got {getattr(self, name)}")
-        if self.warmup < 0 or not 0 <= self.trim < 0.5:
+        for name, high in LIMITS.items():
+            value = getattr(self, name)
+            low = 0 if name in ("warmup", "seed") else 1
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                raise HatError(f"protocol: {name} must be an integer from {low} to {high}, got {value!r}")
+        if isinstance(self.trim, bool) or not isinstance(self.trim, (int, float)) or not 0 <= self.trim < 0.5:
             raise HatError(f"protocol: warmup must be >= 0 and trim in [0, 0.5), got {self.warmup}, {self.trim}")
 
     def to_dict(self) -> dict:

@@ -129,21 +129,30 @@ class LatencyTables:
 
     @classmethod
     def load(cls, path: str | Path) -> "LatencyTables":
+        from hat.io import load_json
+
         path = Path(path)
-        if not path.is_file():
-            raise HatError("latency tables file not found", path)
-        try:
-            data = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise HatError(f"latency tables file is not valid JSON ({err})", path) from None
+        data = load_json(path, "latency tables file")
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             raise HatError(f"not a HAT latency tables file (expected format '{FORMAT}')", path)
-        tables = data.get("tables")
-        if not isinstance(tables, dict):
-            raise HatError("latency tables file has no 'tables' mapping", path)
-        for table, entries in tables.items():
-            for key, stats in entries.items():
-                value = stats.get("mean") if isinstance(stats, dict) else None
-                if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-                    raise HatError(f"latency tables entry {table}/{key} has an invalid mean {value!r}", path)
-        return cls(data["space"], data["space_fingerprint"], data["protocol"], data["device"], tables)
+        return cls.from_dict(data, path)
+
+    @classmethod
+    def from_dict(cls, data: Any, path: str | Path | None = None) -> "LatencyTables":
+        """Tables from their JSON form, every entry checked (a finite, non-negative mean, a parsable key)."""
+        from hat.io import file_content, finite
+
+        with file_content(path, "latency tables"):
+            tables = data["tables"]
+            if not isinstance(tables, dict) or not all(isinstance(e, dict) for e in tables.values()):
+                raise ValueError("'tables' must map table names to entries")
+            for table, entries in tables.items():
+                for key, stats in entries.items():
+                    _parse_key(key)
+                    finite(stats["mean"], f"entry {table}/{key} mean", minimum=0)
+            for name in ("space", "space_fingerprint"):
+                if not isinstance(data[name], str):
+                    raise ValueError(f"'{name}' must be a string")
+            if not isinstance(data["protocol"], dict) or not isinstance(data["device"], dict):
+                raise ValueError("'protocol' and 'device' must be mappings")
+            return cls(data["space"], data["space_fingerprint"], data["protocol"], data["device"], tables)

@@ -10,7 +10,6 @@
 """
 from __future__ import annotations
 
-import json
 import logging
 import random
 from dataclasses import dataclass, field
@@ -20,7 +19,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from hat.errors import HatError
-from hat.io import atomic_write_json
+from hat.io import atomic_write_json, file_content, finite, load_json
 from hat.search.operators import crossover, mutate
 from hat.space import Genome, SearchSpace, SubTransformerConfig
 
@@ -209,25 +208,48 @@ class EvolutionarySearch:
         }
 
     def _load(self) -> bool:
+        """Resume from the state file, trusting nothing in it: every config is checked against the
+        space, latencies are predicted again, losses must be finite, genomes must decode."""
         if self.state_path is None or not self.state_path.is_file():
             return False
-        try:
-            data = json.loads(self.state_path.read_text())
-        except json.JSONDecodeError as err:
-            raise HatError(f"search state is corrupt ({err}); delete it to start over", self.state_path) from None
-        if data.get("format") != STATE_FORMAT:
-            raise HatError("not a HAT search state file", self.state_path)
-        if data["settings"] != self._settings():
+        path = self.state_path
+        data = load_json(path, "search state")
+        if not isinstance(data, dict) or data.get("format") != STATE_FORMAT:
+            raise HatError("not a HAT search state file", path)
+        if data.get("settings") != self._settings():
             raise HatError("search state was written with other settings (space, constraints, seed or sizes); "
-                           "use another --out or the same options", self.state_path)
-        for item in data["candidates"]:
-            config = SubTransformerConfig.from_dict(item["config"])
-            self.candidates[item["archid"]] = Candidate(item["archid"], config, item["latency_ms"], item["loss"])
-        self.history, self.evaluations = data["history"], data["evaluations"]
-        p = data["progress"]
-        self._state = _Progress(p["constraint_index"], p["iteration"], p["population"], p["rng_state"],
-                                p["best_per_iteration"], p["evaluations_at_start"], p["finished"])
+                           "use another --out or the same options", path)
+        with file_content(path, "search state"):
+            candidates = self._load_candidates(data["candidates"])
+            p = data["progress"]
+            state = _Progress(int(p["constraint_index"]), int(p["iteration"]), p["population"], p["rng_state"],
+                              [finite(x, "best loss") for x in p["best_per_iteration"]],
+                              int(p["evaluations_at_start"]), list(p["finished"]))
+            if not 0 <= state.constraint_index <= len(self.constraints) or not -1 <= state.iteration <= self.iterations:
+                raise ValueError("progress is outside this search's constraints or iterations")
+            for genome in state.population:
+                if not all(isinstance(v, int) and v in g.choices for g, v in zip(self.space.genes, genome)):
+                    raise ValueError(f"genome {genome} has values outside the space")
+                if self.space.decode(genome).archid not in candidates:
+                    raise ValueError("the population holds a genome that was never evaluated")
+            for done in state.finished:
+                if candidates[done["archid"]].latency_ms > float(done["constraint_ms"]):
+                    raise ValueError(f"{done['archid']} does not meet its constraint")
+            if state.rng_state is not None:
+                random.Random().setstate(_rng_state_from_json(state.rng_state))
+            history, evaluations = list(data["history"]), int(data["evaluations"])
+        self.candidates, self.history, self.evaluations, self._state = candidates, history, evaluations, state
         return True
+
+    def _load_candidates(self, items: list[dict[str, Any]]) -> dict[str, Candidate]:
+        configs = [SubTransformerConfig.from_dict(item["config"]) for item in items]
+        for item, config in zip(items, configs):
+            self.space.validate(config)
+            if item["archid"] != config.archid:
+                raise ValueError(f"archid {item['archid']} does not match its config ({config.archid})")
+        latencies = self.predictor.predict(configs) if configs else []
+        return {c.archid: Candidate(c.archid, c, float(ms), finite(item["loss"], f"loss of {c.archid}"))
+                for item, c, ms in zip(items, configs, latencies)}
 
     # ---- the algorithm ------------------------------------------------------------------------
     def run(self, resume: bool = False) -> SearchResult:

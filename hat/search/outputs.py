@@ -45,9 +45,11 @@ def write_search_outputs(result: SearchResult, out_dir: str | Path, extra: dict[
 
 
 def plot_search(result: SearchResult, out: Path) -> None:
-    from hat.plots import _pyplot
+    from hat.plots import pyplot
 
-    plt = _pyplot()
+    plt = pyplot()
+    if plt is None:
+        return
     fig, ax = plt.subplots(figsize=(6, 4))
     for item in result.results:
         ax.plot(range(len(item.best_loss_per_iteration)), item.best_loss_per_iteration, marker=".",

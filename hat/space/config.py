@@ -203,18 +203,6 @@ def _check_lengths(n: int, names: tuple[str, ...], config: SubTransformerConfig,
 
 
 def _load_yaml_file(path: str | Path, what: str) -> Any:
-    path = Path(path)
-    if not path.is_file():
-        raise HatError(f"{what} file not found", path)
-    try:
-        text = path.read_text()
-    except (OSError, UnicodeDecodeError) as err:
-        raise HatError(f"cannot read {what} file: {err}", path) from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        reason = str(err).replace("\n", " ")
-        raise HatError(f"malformed YAML: {reason}", path) from None
-    if data is None:
-        raise HatError(f"{what} file is empty", path)
-    return data
+    from hat.io import load_yaml
+
+    return load_yaml(path, f"{what} file")

@@ -40,6 +40,8 @@ PER_LAYER_FIELDS = {
 }
 
 Genome = tuple[int, ...]
+MAX_LAYERS = 64  # per side; bounds the space's size and every table built from it
+MAX_DIM = 1 << 16  # embedding, FFN and head choices
 
 
 @dataclass(frozen=True)
@@ -75,7 +77,7 @@ class SearchSpace:
             object.__setattr__(self, side, checked)
         if not isinstance(self.name, str) or not self.name:
             raise HatError("the space needs a non-empty 'name'")
-        if isinstance(self.qkv_dim, bool) or not isinstance(self.qkv_dim, int) or self.qkv_dim <= 0:
+        if isinstance(self.qkv_dim, bool) or not isinstance(self.qkv_dim, int) or not 0 < self.qkv_dim <= MAX_DIM:
             raise HatError(f"qkv_dim must be a positive integer, got {self.qkv_dim!r}")
         if not isinstance(self.share_all_embeddings, bool):
             raise HatError(f"share_all_embeddings must be true or false, got {self.share_all_embeddings!r}")
@@ -302,6 +304,9 @@ def _choice_list(name: str, value: Any) -> tuple[int, ...]:
             raise HatError(f"{name} must contain integers, got {v!r}")
         if v <= 0 and not name.endswith("ende_attn"):
             raise HatError(f"{name} must contain positive integers, got {v}")
+        limit = MAX_LAYERS if name.endswith(("layers", "ende_attn")) else MAX_DIM
+        if v > limit:
+            raise HatError(f"{name}: {v} is larger than HAT supports ({limit})")
     if len(set(value)) != len(value):
         raise HatError(f"{name} has duplicate choices: {list(value)}")
     return tuple(value)
