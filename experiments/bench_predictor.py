@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from hat.latency import LatencyDataset, LatencyPredictor
-from hat.latency.predictor import fit_auto, split_indices
+from hat.latency.predictor import HAT_MLP, fit_auto, split_indices
 from hat.space import SearchSpace
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,7 +33,7 @@ def main() -> None:
     data = LatencyDataset.load(args.hat_csv, fmt="hat")
     train, test = split_indices(len(data), 0.2, args.seed)
     ours, selection = fit_auto(data.subset(train), None, seed=args.seed)
-    hat_mlp = LatencyPredictor("mlp").fit(data.subset(train), seed=args.seed, mlp_steps=5000)
+    hat_mlp = LatencyPredictor("mlp", mlp=HAT_MLP).fit(data.subset(train), seed=args.seed)
     results = {"ours": {"model": ours.kind, **ours.evaluate(data.subset(test))},
                "hat_mlp": hat_mlp.evaluate(data.subset(test)), "train_rows": len(train), "test_rows": len(test)}
     print(json.dumps(results, indent=2))

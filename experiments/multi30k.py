@@ -92,7 +92,7 @@ class Experiment:
     def __init__(self, data: Path, out: Path, budget: Budget, threads: int, workers: int = 2) -> None:
         self.raw, self.out, self.b, self.threads, self.workers = data, out, budget, threads, workers
         self.out.mkdir(parents=True, exist_ok=True)
-        self.runner = StageRunner(out / "stages.json", log)
+        self.runner = StageRunner(out / "stages.json", log, {"budget": dataclasses.asdict(budget), "threads": threads})
         self.stages = self.runner.results
         self.bin = out / "data-bin"
 

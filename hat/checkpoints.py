@@ -78,6 +78,26 @@ def install_fairseq_safe_loading() -> None:
         checkpoint_utils.torch = _WeightsOnlyTorch(torch)
 
 
+def _fixed_config(extra: dict, task_cfg: dict, space: SearchSpace, path: Path) -> SubTransformerConfig | None:
+    """The one SubTransformer a checkpoint trained (stored inside it), or None for a SuperTransformer.
+
+    Checkpoints written before the config was stored name a YAML file instead; if that file is
+    gone the checkpoint is refused rather than read as a SuperTransformer.
+    """
+    try:
+        if extra.get("subtransformer"):
+            config = SubTransformerConfig.from_dict(extra["subtransformer"])
+        elif task_cfg.get("subtransformer_config"):
+            config = SubTransformerConfig.from_yaml(task_cfg["subtransformer_config"])
+        else:
+            return None
+        space.validate(config)
+    except HatError as err:
+        raise HatError(f"the SubTransformer this checkpoint trained cannot be recovered ({err}); "
+                       "pass its config with --config", path) from None
+    return config
+
+
 def load_supernet(path: str | Path, space: SearchSpace | None = None) -> LoadedCheckpoint:
     """Build the SuperTransformer of a HAT fairseq checkpoint (eval mode).
 
@@ -121,10 +141,6 @@ def load_supernet(path: str | Path, space: SearchSpace | None = None) -> LoadedC
         supernet.load_state_dict(renamed, strict=True)
     except RuntimeError as err:
         raise HatError(f"checkpoint weights do not fit space '{stored.name}': {str(err).splitlines()[1].strip()}", path) from None
-    task_cfg = (state.get("cfg") or {}).get("task") or {}
-    fixed = None
-    if task_cfg.get("subtransformer_config"):
-        fixed_path = Path(task_cfg["subtransformer_config"])
-        fixed = SubTransformerConfig.from_yaml(fixed_path) if fixed_path.is_file() else None
+    fixed = _fixed_config(extra, (state.get("cfg") or {}).get("task") or {}, stored, path)
     num_updates = int(((state.get("optimizer_history") or [{}])[-1]).get("num_updates", 0))
     return LoadedCheckpoint(supernet.eval(), stored, fixed, num_updates, file_sha256(path), path)

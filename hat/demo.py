@@ -41,13 +41,20 @@ class DemoSettings:
     valid_subset: int = 200
     seed: int = 1
 
+    @classmethod
+    def quick(cls, **overrides) -> "DemoSettings":
+        """A smaller run: fewer pairs, updates, measured models and generations."""
+        return cls(**{**dict(train_pairs=5000, updates=300, samples=24, test_samples=8, runs=4, population=16,
+                             parents=4, mutations=6, crossovers=6, iterations=3, valid_subset=100), **overrides})
+
 
 class Demo:
     def __init__(self, settings: DemoSettings) -> None:
         self.s = settings
         self.out = Path(settings.out)
         self.out.mkdir(parents=True, exist_ok=True)
-        self.runner = StageRunner(self.out / "stages.json", log)
+        settings = {k: v for k, v in asdict(settings).items() if k != "out"}
+        self.runner = StageRunner(self.out / "stages.json", log, settings)
         self.stages = self.runner.results
         self._check_stage_record()
 
@@ -91,10 +98,23 @@ class Demo:
             ("predictor", self.stage_predictor), ("search", self.stage_search), ("export", self.stage_export),
             ("evaluate", self.stage_evaluate), ("report", self.stage_report),
         ]
+        from hat.logs import log_file
+
         total = time.time()
-        self.runner.run(stages)
+        with log_file(self.out / "demo.log", console_shows=("hat.demo",)) as detail:
+            log.info("hat demo in %s; the full log is %s", self.out, detail)
+            self.runner.run(stages)
         log.info("demo finished in %.1f s (this run)", time.time() - total)
         return self.out / "REPORT.md"
+
+    def summary_lines(self) -> list[str]:
+        """The chosen models in a few lines: constraint, predicted and measured latency, BLEU."""
+        lines = []
+        for row in self.stages.get("evaluate", {}).get("models", []):
+            lines.append(f"  {row['name']:>8}: predicted {row['predicted_ms']:.1f} ms, measured (torch) "
+                         f"{row['measured_torch_ms']:.1f} ms, onnxruntime fp32 {row['measured_ort_fp32_ms']:.1f} ms, "
+                         f"BLEU {row['bleu_fp32']:.1f}")
+        return lines
 
     # ---- stages ---------------------------------------------------------------------------------
     def stage_data(self) -> dict:

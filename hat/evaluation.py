@@ -106,6 +106,18 @@ def generate_bleu(
             "hypotheses": [hypotheses[i] for i in order], "references": [references[i] for i in order]}
 
 
+def default_config(loaded: Any) -> Any:
+    """The config to use when none is given: the one the checkpoint trained, else (a SuperTransformer)
+    its largest SubTransformer, said out loud."""
+    import logging
+
+    if loaded.fixed_config is not None:
+        return loaded.fixed_config
+    logging.getLogger("hat").info("%s is a SuperTransformer and no --config was given: using its largest "
+                                  "SubTransformer", loaded.path)
+    return loaded.space.largest()
+
+
 def evaluate(
     checkpoint: str | Path,
     data: str | Path,
@@ -127,7 +139,7 @@ def evaluate(
 
     loaded = load_supernet(checkpoint)
     if config is None:
-        config = loaded.fixed_config or loaded.space.largest()
+        config = default_config(loaded)
     loaded.space.validate(config)
     loaded.supernet.set_active_subnet(config)
     batches = load_batches(data, split, max_tokens=max_tokens)

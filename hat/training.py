@@ -124,11 +124,18 @@ def parse_train_argv(argv: Sequence[str]) -> Any:
     from fairseq import options
     from fairseq.dataclass.utils import convert_namespace_to_omegaconf
 
+    import contextlib
+    import io
+
     parser = options.get_training_parser()
+    printed = io.StringIO()
     try:
-        args = options.parse_args_and_arch(parser, input_args=list(argv))
-    except SystemExit as err:  # argparse already printed what was wrong
-        raise HatError("fairseq-train refused the options above") from err
+        with contextlib.redirect_stderr(printed):
+            args = options.parse_args_and_arch(parser, input_args=list(argv))
+    except SystemExit:
+        reason = next((line.split("error:", 1)[1].strip() for line in reversed(printed.getvalue().splitlines())
+                       if "error:" in line), "invalid options")
+        raise HatError(f"fairseq-train: {reason}") from None
     return convert_namespace_to_omegaconf(args)
 
 
@@ -230,8 +237,12 @@ def train(
     cfg = parse_train_argv(argv)
     if _check_checkpoints(cfg, space_obj, last):
         return last
-    log.info("fairseq-train %s", " ".join(argv))
-    run_fairseq_train(cfg)
+    from hat.logs import log_file
+
+    with log_file(Path(save_dir) / "train.log") as detail:
+        log.info("training in %s (fairseq's log: %s)", save_dir, detail)
+        logging.getLogger("hat.detail.training").info("fairseq-train %s", " ".join(argv))
+        run_fairseq_train(cfg)
     return last
 
 

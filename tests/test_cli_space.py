@@ -73,3 +73,25 @@ def test_space_check_config_outside_space(tmp_path, capsys):
 def test_core_does_not_import_fairseq():
     code = "import sys, hat, hat.cli; hat.cli.build_parser(); assert 'fairseq' not in sys.modules, 'fairseq imported'"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
+def test_every_option_of_every_command_has_help_and_help_runs(capsys):
+    """--help works everywhere, and no option is left without a help text."""
+    import argparse
+
+    from hat.cli import build_parser
+
+    def parsers(parser: argparse.ArgumentParser):
+        yield parser
+        for action in parser._actions:  # noqa: SLF001 - argparse keeps subcommands here
+            if isinstance(action, argparse._SubParsersAction):  # noqa: SLF001
+                for sub in action.choices.values():
+                    yield from parsers(sub)
+
+    for parser in parsers(build_parser()):
+        missing = [a.option_strings or a.dest for a in parser._actions if not a.help]  # noqa: SLF001
+        assert not missing, f"{parser.prog}: {missing}"
+        with pytest.raises(SystemExit) as exit_:
+            parser.parse_args(["--help"])
+        assert exit_.value.code == 0
+    assert "default: 125" in capsys.readouterr().out  # search's population shows its default

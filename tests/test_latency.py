@@ -12,7 +12,7 @@ from hat.errors import HatError
 from hat.latency import LatencyCollector, LatencyDataset, LatencyPredictor, LatencyTables, Protocol, measure_items, reference_noise
 from hat.latency.dataset import COLUMNS, write_dataset
 from hat.latency.features import HAT_FEATURES, hat_features, structural_features
-from hat.latency.predictor import fit_auto, split_indices
+from hat.latency.predictor import MlpRecipe, fit_auto, split_indices
 from hat.latency.tables import table_entries
 from hat.latency.timers import make_timer
 from hat.space import SearchSpace
@@ -27,6 +27,9 @@ decoder: {embed_dim: [16, 8], layers: [1, 2], ffn_dim: [16], self_heads: [2], cr
 """
 FAST = Protocol(src_len=4, beam=2, vocab=50, warmup=1, runs=3, threads=1)
 HAT_CSV = ROOT.parent / "shared" / "data" / "hat_latency" / "iwslt14deen_gpu_titanxp_all.csv"
+
+
+FAST_MLP = MlpRecipe(hidden=(16,), steps=50)
 
 
 @pytest.fixture
@@ -150,23 +153,23 @@ def test_mlp_and_table_predictors_round_trip(micro, tmp_path):
     tables = LatencyCollector(micro, FAST, tmp_path, progress=False).collect_tables()
     data = _synthetic_dataset(micro, 40)
     for kind in ("mlp", "table", "linear"):
-        predictor = LatencyPredictor(kind, tables=tables).fit(data, mlp_steps=50)
+        predictor = LatencyPredictor(kind, tables=tables).fit(data)
         predictor.save(tmp_path / f"{kind}.json")
         again = LatencyPredictor.load(tmp_path / f"{kind}.json")
         assert np.allclose(again.predict(data.configs), predictor.predict(data.configs), rtol=1e-6)
-    model, scores = fit_auto(data, tables, seed=0, mlp_steps=50)
+    model, scores = fit_auto(data, tables, seed=0, mlp=FAST_MLP)
     assert model.kind in scores and set(scores) == {"linear", "mlp", "table"}
 
 
 def test_fit_auto_cross_validates_every_row_and_prefers_the_simpler_kind(micro, tmp_path):
     tables = LatencyCollector(micro, FAST, tmp_path, progress=False).collect_tables()
     data = _synthetic_dataset(micro, 30)
-    _, scores = fit_auto(data, tables, seed=0, mlp_steps=50, folds=5)
+    _, scores = fit_auto(data, tables, seed=0, mlp=FAST_MLP, folds=5)
     assert all(s["n"] == len(data) for s in scores.values())  # each row predicted once, out of fold
     best = min(scores, key=lambda k: scores[k]["mape_pct"])
-    strict, _ = fit_auto(data, tables, seed=0, mlp_steps=50, tolerance=0.0)
+    strict, _ = fit_auto(data, tables, seed=0, mlp=FAST_MLP, tolerance=0.0)
     assert strict.kind == best
-    lenient, _ = fit_auto(data, tables, seed=0, mlp_steps=50, tolerance=1e9)
+    lenient, _ = fit_auto(data, tables, seed=0, mlp=FAST_MLP, tolerance=1e9)
     assert lenient.kind == "table"  # the simplest kind wins whenever it is within the tolerance
     assert lenient.info["selection"]["chosen"] == "table" and lenient.info["selection"]["folds"] == 5
 

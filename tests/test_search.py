@@ -175,6 +175,23 @@ def test_parallel_search_equals_serial_and_survives_a_dead_worker(trained, data_
     assert parallel.results[0].best.archid == serial.results[0].best.archid
 
 
+def test_ray_evaluator_on_a_named_cluster_equals_serial(trained, data_bin, tiny_space):
+    """The cluster path: the test starts the 'cluster' itself, as a user's ``ray start`` would."""
+    ray = pytest.importorskip("ray")
+    from hat.search import RayEvaluator
+
+    fitness = InheritedLossFitness(trained["last"], data_bin, valid_subset=20, seed=1)
+    configs = [tiny_space.sample(seed=i) for i in range(4)]
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        evaluator = RayEvaluator(fitness, workers=2, address="auto")
+        losses = evaluator(configs)
+        evaluator.close()
+    finally:
+        ray.shutdown()
+    assert losses == [fitness(c) for c in configs]
+
+
 class DyingOnce:
     """Kills its worker process on the first call (once per marker file); the evaluator restarts it and retries."""
 

@@ -77,7 +77,7 @@ def test_no_command_unpickles_a_crafted_checkpoint(route, crafted, data_bin, tmp
     path, marker = crafted
     train = ["train", "--space", TINY, "--data", data_bin, "--save-dir", tmp_path / "save"]
     argv = {
-        "config restore-file": train + ["--config", _write(tmp_path / "c.yaml", f"restore-file: {path}\n")],
+        "config restore-file": train + ["--fairseq-config", _write(tmp_path / "c.yaml", f"restore-file: {path}\n")],
         "finetune-from-model": train + ["--finetune-from-model", path],
         "evaluate": ["evaluate", "--checkpoint", path, "--data", data_bin],
         "search": ["search", "--space", TINY, "--checkpoint", path, "--data", data_bin, "--predictor", path,

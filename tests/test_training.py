@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 pytest.importorskip("fairseq")
 
@@ -142,8 +143,18 @@ def test_fixed_subtransformer_finetunes_from_inherited_weights(trained, data_bin
     config.to_yaml(config_file)
     last = train(space=SPACES / "tiny.yaml", data=data_bin, save_dir=tmp_path / "ft", subtransformer_config=config_file,
                  restore_file=trained["last"], reset_optimizer=True, options={**TRAIN_OPTIONS, "max-update": 5})
+    config_file.unlink()  # the checkpoint carries its config, not the path of the YAML file
     loaded = load_supernet(last)
     assert loaded.fixed_config == config and loaded.num_updates == 5
+
+
+def test_lost_config_of_an_old_checkpoint_is_refused_not_replaced(trained, tmp_path):
+    """A checkpoint that names a SubTransformer YAML (older format) whose file is gone is refused."""
+    state = torch.load(trained["last"], weights_only=True)
+    state["cfg"]["task"]["subtransformer_config"] = str(tmp_path / "moved.yaml")
+    torch.save(state, tmp_path / "old.pt")
+    with pytest.raises(HatError, match="cannot be recovered"):
+        load_supernet(tmp_path / "old.pt")
 
 
 @pytest.mark.parametrize(

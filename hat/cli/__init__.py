@@ -18,11 +18,25 @@ EXTRAS = {"fairseq": "train", "fairseq_cli": "train", "sacrebleu": "train", "sen
           "onnxscript": "onnx", "matplotlib": "plots"}
 
 
+class DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows an option's default where it has one worth showing (not None, not a switch's False)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.default is False or action.required:
+            return action.help
+        return super()._get_help_string(action)
+
+
 class OneLineParser(argparse.ArgumentParser):
     """Option errors as one line, ``hat: error: <problem>`` with exit code 2, like every other bad input."""
 
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("formatter_class", DefaultsFormatter)
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(2, f"hat: error: {self.prog.removeprefix('hat ')}: {message} (see {self.prog} --help)\n")
+        command = self.prog.removeprefix("hat").strip()
+        self.exit(2, f"hat: error: {command + ': ' if command else ''}{message} (see {self.prog} --help)\n")
 
 
 def missing_extra(err: ModuleNotFoundError) -> str | None:
@@ -38,9 +52,11 @@ def build_parser() -> argparse.ArgumentParser:
     import importlib
 
     parser = OneLineParser(prog="hat", description="Hardware-aware Transformer architecture search.")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    parser.add_argument("--version", action="version", version=f"hat {_version()}")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="everything on the console: fairseq's log, library warnings, debug messages")
+    parser.add_argument("--version", action="version", version=f"hat {_version()}", help="print the version")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                     help="run hat COMMAND --help for its options")
     for module_name in COMMAND_MODULES:
         importlib.import_module(module_name).register(commands)
     return parser
@@ -52,11 +68,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if extra and not getattr(args, "accepts_extra_args", False):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.extra_args = extra
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s | %(levelname)s | %(name)s | %(message)s",
-        stream=sys.stderr,
-    )
+    from hat.logs import setup_console
+
+    setup_console(args.verbose)
     handler: Callable[[argparse.Namespace], int | None] = args.handler
     try:
         return int(handler(args) or 0)

@@ -13,33 +13,34 @@ from hat.io import check_output_dir, read_text
 
 def register(commands: argparse._SubParsersAction) -> None:
     ex = commands.add_parser("export", help="write a standalone SubTransformer (optionally ONNX, int8)")
-    ex.add_argument("--checkpoint", type=Path, required=True)
+    ex.add_argument("--checkpoint", type=Path, required=True, help="SuperTransformer (or fine-tuned SubTransformer) checkpoint")
     ex.add_argument("--config", type=Path, help="SubTransformer config (default: the checkpoint's own, or the largest)")
     ex.add_argument("--data", type=Path, required=True, help="data-bin folder (dictionaries, sentencepiece models)")
-    ex.add_argument("--out", type=Path, required=True)
+    ex.add_argument("--out", type=Path, required=True, help="model folder to write")
     ex.add_argument("--onnx", action="store_true", help="also export encoder and decoder-step ONNX graphs")
     ex.add_argument("--quantize", choices=["int8"], help="onnxruntime dynamic int8 quantization of both graphs")
+    ex.add_argument("--json", action="store_true", help="print the manifest of the exported model as JSON")
     ex.set_defaults(handler=cmd_export)
 
     tr = commands.add_parser("translate", help="translate stdin (or --input) with an exported model")
-    tr.add_argument("--model", type=Path, required=True)
-    tr.add_argument("--backend", choices=["onnxruntime", "torch"], default="onnxruntime")
-    tr.add_argument("--precision", choices=["fp32", "int8"], default="fp32")
-    tr.add_argument("--beam", type=int_at_least(1, 64), default=5)
-    tr.add_argument("--lenpen", type=finite_float, default=1.0)
-    tr.add_argument("--threads", type=int_at_least(1, 1024))
-    tr.add_argument("--input", type=Path)
+    tr.add_argument("--model", type=Path, required=True, help="exported model folder (hat export)")
+    tr.add_argument("--backend", choices=["onnxruntime", "torch"], default="onnxruntime", help="runtime that runs the model")
+    tr.add_argument("--precision", choices=["fp32", "int8"], default="fp32", help="weights to run (int8 needs an export with --quantize int8)")
+    tr.add_argument("--beam", type=int_at_least(1, 64), default=5, help="beam size (1: greedy)")
+    tr.add_argument("--lenpen", type=finite_float, default=1.0, help="length penalty of the beam search")
+    tr.add_argument("--threads", type=int_at_least(1, 1024), help="intra-op threads (default: the runtime's own choice)")
+    tr.add_argument("--input", type=Path, help="text file to translate, one sentence a line (default: stdin)")
     tr.set_defaults(handler=cmd_translate)
 
     ve = commands.add_parser("verify", help="measured vs predicted latency of an exported model")
-    ve.add_argument("--model", type=Path, required=True)
-    ve.add_argument("--predictor", type=Path, required=True)
+    ve.add_argument("--model", type=Path, required=True, help="exported model folder (hat export)")
+    ve.add_argument("--predictor", type=Path, required=True, help="latency predictor JSON (hat predictor fit)")
     ve.add_argument("--constraint", type=positive_float(), help="fail (exit 1) if measured latency exceeds it beyond --tolerance")
     ve.add_argument("--tolerance", type=float_at_least(0), default=0.05, help="allowed excess over --constraint (fraction)")
-    ve.add_argument("--backend", choices=["onnxruntime", "torch"], default="onnxruntime")
-    ve.add_argument("--precision", choices=["fp32", "int8"], default="fp32")
+    ve.add_argument("--backend", choices=["onnxruntime", "torch"], default="onnxruntime", help="runtime to measure")
+    ve.add_argument("--precision", choices=["fp32", "int8"], default="fp32", help="weights to measure")
     ve.add_argument("--runs", type=int_at_least(1, 100000), help="timed runs (default: the predictor's protocol)")
-    ve.add_argument("--json", action="store_true")
+    ve.add_argument("--json", action="store_true", help="print the report as JSON")
     ve.set_defaults(handler=cmd_verify)
     register_demo(commands)
 
@@ -49,7 +50,12 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     check_output_dir(args.out)
     out = export_model(args.checkpoint, args.config, args.data, args.out, onnx=args.onnx, quantize=args.quantize)
-    print(out)
+    if args.json:
+        from hat.export.model_dir import read_manifest
+
+        print(json.dumps({"out": str(out), **read_manifest(out)}, indent=2))
+    else:
+        print(out)
     return 0
 
 
@@ -103,21 +109,19 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 def register_demo(commands: argparse._SubParsersAction) -> None:
     demo = commands.add_parser("demo", help="the whole pipeline on the embedded synthetic corpus (~10 min on 2 cores)")
-    demo.add_argument("--out", type=Path, default=Path("runs/demo"))
+    demo.add_argument("--out", type=Path, default=Path("runs/demo"), help="run folder (re-running it resumes)")
     demo.add_argument("--quick", action="store_true", help="a smaller run (fewer updates, samples and generations)")
     demo.add_argument("--threads", type=int_at_least(1, 1024), default=1, help="threads for latency measurement and search")
     demo.set_defaults(handler=cmd_demo)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from hat.demo import DemoSettings, run_demo
+    from hat.demo import Demo, DemoSettings
 
     check_output_dir(args.out)
-    settings = DemoSettings(out=args.out, threads=args.threads)
-    if args.quick:
-        settings = DemoSettings(out=args.out, threads=args.threads, train_pairs=5000, updates=300, samples=24,
-                                test_samples=8, runs=4, population=16, parents=4, mutations=6, crossovers=6,
-                                iterations=3, valid_subset=100)
-    report = run_demo(settings)
-    print(f"report: {report}")
+    make = DemoSettings.quick if args.quick else DemoSettings
+    settings = make(out=args.out, threads=args.threads)
+    demo = Demo(settings)
+    report = demo.run()
+    print("\n".join(demo.summary_lines() + [f"report: {report}"]))
     return 0

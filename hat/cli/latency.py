@@ -16,19 +16,19 @@ log = logging.getLogger("hat.profile")
 
 def register(commands: argparse._SubParsersAction) -> None:
     profile = commands.add_parser("profile", help="measure latency tables and an end-to-end dataset on this device")
-    profile.add_argument("--space", type=Path, required=True)
+    profile.add_argument("--space", type=Path, required=True, help="search space YAML")
     profile.add_argument("--device", help="device name (default: from the CPU/GPU model and threads)")
     profile.add_argument("--backend", choices=["torch", "cuda", "onnxruntime"], default="torch",
                          help="onnxruntime exports each SubTransformer on the fly (end-to-end only: use --no-tables)")
     profile.add_argument("--threads", type=int_at_least(1, LIMITS["threads"]), default=1, help="intra-op threads (fixed during measurement)")
     profile.add_argument("--samples", type=int_at_least(0), default=200, help="end-to-end SubTransformers to measure")
     profile.add_argument("--test-samples", type=int_at_least(0), default=0, help="further SubTransformers measured into test.csv")
-    profile.add_argument("--src-len", type=int_at_least(1, LIMITS["src_len"]), default=30)
-    profile.add_argument("--beam", type=int_at_least(1, LIMITS["beam"]), default=5)
-    profile.add_argument("--vocab", type=int_at_least(8, LIMITS["vocab"]), default=32768)
-    profile.add_argument("--warmup", type=int_at_least(0, LIMITS["warmup"]), default=5)
-    profile.add_argument("--runs", type=int_at_least(1, LIMITS["runs"]), default=20)
-    profile.add_argument("--seed", type=int_at_least(0, LIMITS["seed"]), default=0)
+    profile.add_argument("--src-len", type=int_at_least(1, LIMITS["src_len"]), default=30, help="source length of the timed translation (tokens)")
+    profile.add_argument("--beam", type=int_at_least(1, LIMITS["beam"]), default=5, help="beam size of the timed translation")
+    profile.add_argument("--vocab", type=int_at_least(8, LIMITS["vocab"]), default=32768, help="vocabulary size of the timed models")
+    profile.add_argument("--warmup", type=int_at_least(0, LIMITS["warmup"]), default=5, help="untimed runs before timing")
+    profile.add_argument("--runs", type=int_at_least(1, LIMITS["runs"]), default=20, help="timed runs per model")
+    profile.add_argument("--seed", type=int_at_least(0, LIMITS["seed"]), default=0, help="seed of the sampled SubTransformers and of the random weights")
     profile.add_argument("--chunk-size", type=int_at_least(1), default=8, help="workloads measured interleaved per chunk")
     profile.add_argument("--steady-tolerance", type=positive_float(), default=0.15,
                          help="measure a chunk again when the reference model ran this much slower than before (fraction)")
@@ -36,37 +36,38 @@ def register(commands: argparse._SubParsersAction) -> None:
     profile.add_argument("--no-tables", action="store_true", help="skip the per-layer tables")
     profile.add_argument("--ray-address", help="Ray cluster to send measurements to (e.g. 10.0.0.5:6379)")
     profile.add_argument("--ray-resource", help="custom resource the target node advertises (e.g. rpi4)")
+    profile.add_argument("--json", action="store_true", help="print where the results went and the machine's noise as JSON")
     profile.add_argument("--out", type=Path, help="output folder (default: latency_tables/DEVICE/)")
     profile.set_defaults(handler=cmd_profile)
 
     predictor = commands.add_parser("predictor", help="fit, evaluate and query latency predictors")
-    sub = predictor.add_subparsers(dest="predictor_command", required=True, metavar="ACTION")
+    sub = predictor.add_subparsers(dest="predictor_command", required=True, metavar="ACTION", help="one of the actions below")
     fit = sub.add_parser("fit", help="fit a predictor on a latency dataset")
     fit.add_argument("--data", type=Path, required=True, help="dataset CSV (ours, or HAT's with --format hat)")
     fit.add_argument("--tables", type=Path, help="tables.json or the folder holding it")
-    fit.add_argument("--format", choices=["auto", "hat", "hat-latency"], default="auto")
+    fit.add_argument("--format", choices=["auto", "hat", "hat-latency"], default="auto", help="CSV flavour: ours (auto), HAT's published CSV (hat), or ours read as HAT features only")
     fit.add_argument("--model", choices=["auto", "table", "linear", "mlp"], default="auto",
                      help="auto: 5-fold cross-validation; the simplest kind within 15%% of the best MAPE")
-    fit.add_argument("--seed", type=int, default=0)
+    fit.add_argument("--seed", type=int, default=0, help="seed of the cross-validation folds and of the MLP")
     fit.add_argument("--correct-drift", action="store_true",
                      help="rescale rows and table entries by the reference model timed in their chunk")
-    fit.add_argument("--out", type=Path, required=True)
-    fit.add_argument("--json", action="store_true")
+    fit.add_argument("--out", type=Path, required=True, help="predictor JSON to write")
+    fit.add_argument("--json", action="store_true", help="print the cross-validation scores as JSON")
     fit.set_defaults(handler=cmd_fit)
 
     ev = sub.add_parser("eval", help="accuracy of a predictor on a dataset")
-    ev.add_argument("--predictor", type=Path, required=True)
-    ev.add_argument("--data", type=Path, required=True)
-    ev.add_argument("--format", choices=["auto", "hat", "hat-latency"], default="auto")
+    ev.add_argument("--predictor", type=Path, required=True, help="latency predictor JSON")
+    ev.add_argument("--data", type=Path, required=True, help="dataset CSV to evaluate on")
+    ev.add_argument("--format", choices=["auto", "hat", "hat-latency"], default="auto", help="CSV flavour (see hat predictor fit)")
     ev.add_argument("--plot", type=Path, help="write a predicted-vs-measured PNG")
     ev.add_argument("--correct-drift", action="store_true", help="rescale rows by their chunk's reference timing")
-    ev.add_argument("--json", action="store_true")
+    ev.add_argument("--json", action="store_true", help="print the metrics as JSON")
     ev.set_defaults(handler=cmd_eval)
 
     pr = sub.add_parser("predict", help="predicted latency of one config")
-    pr.add_argument("--predictor", type=Path, required=True)
-    pr.add_argument("--config", type=Path, required=True, nargs="+")
-    pr.add_argument("--json", action="store_true")
+    pr.add_argument("--predictor", type=Path, required=True, help="latency predictor JSON")
+    pr.add_argument("--config", type=Path, required=True, nargs="+", help="SubTransformer config YAML file(s)")
+    pr.add_argument("--json", action="store_true", help="print the predictions as JSON")
     pr.set_defaults(handler=cmd_predict)
 
 
@@ -105,7 +106,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
         log.info("reference model (%s) over %d chunks: %.3f ms ± %.3f (CV %.2f%%, max/min %.3f); %d chunk(s) "
                  "measured again because the machine was busy", space.smallest().archid, noise["chunks"],
                  noise["mean_ms"], noise["std_ms"], 100 * noise["cv"], noise["max_over_min"], noise["remeasured"])
-    print(out)
+    print(json.dumps({"out": str(out), "reference_noise": noise}, indent=2) if args.json else out)
     return 0
 
 

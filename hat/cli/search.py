@@ -16,26 +16,27 @@ log = logging.getLogger("hat.search")
 
 def register(commands: argparse._SubParsersAction) -> None:
     s = commands.add_parser("search", help="evolutionary search under latency constraints")
-    s.add_argument("--space", type=Path, required=True)
+    s.add_argument("--space", type=Path, required=True, help="search space YAML")
     s.add_argument("--checkpoint", type=Path, required=True, help="SuperTransformer checkpoint")
     s.add_argument("--data", type=Path, required=True, help="data-bin folder (validation split)")
     s.add_argument("--predictor", type=Path, required=True, help="latency predictor JSON")
-    s.add_argument("--latency-constraint", type=positive_float(), nargs="+", required=True, metavar="MS")
-    s.add_argument("--population", type=int_at_least(1), default=125)
-    s.add_argument("--parents", type=int_at_least(1), default=25)
-    s.add_argument("--mutations", type=int_at_least(0), default=50)
-    s.add_argument("--crossovers", type=int_at_least(0), default=50)
-    s.add_argument("--mutation-prob", type=float_at_least(0, 1), default=0.3)
-    s.add_argument("--iterations", type=int_at_least(0), default=30)
+    s.add_argument("--latency-constraint", type=positive_float(), nargs="+", required=True, metavar="MS", help="latency budget(s) in ms, one search per budget")
+    s.add_argument("--population", type=int_at_least(1), default=125, help="population size of each generation")
+    s.add_argument("--parents", type=int_at_least(1), default=25, help="best candidates kept as parents")
+    s.add_argument("--mutations", type=int_at_least(0), default=50, help="children made by mutation per generation")
+    s.add_argument("--crossovers", type=int_at_least(0), default=50, help="children made by crossover per generation")
+    s.add_argument("--mutation-prob", type=float_at_least(0, 1), default=0.3, help="probability that a mutation changes each gene")
+    s.add_argument("--iterations", type=int_at_least(0), default=30, help="generations after the first")
     s.add_argument("--valid-subset", type=int_at_least(1), help="sentences of the validation set to score (default: all)")
-    s.add_argument("--split", default="valid")
-    s.add_argument("--seed", type=int_at_least(0), default=0)
+    s.add_argument("--split", default="valid", help="data split whose loss is the fitness")
+    s.add_argument("--seed", type=int_at_least(0), default=0, help="seed of the search (same seed, same result)")
     s.add_argument("--workers", type=int_at_least(0, 256), default=0, help="worker processes (0: evaluate in this process); Ray actors with --ray-address")
     s.add_argument("--ray-address", help="evaluate on this Ray cluster (HOST:PORT); without it workers are local processes")
     s.add_argument("--random-search", action="store_true",
                    help="also run random search with the same evaluation budget per constraint, for comparison")
     s.add_argument("--resume", action="store_true", help="continue the search saved in --out")
-    s.add_argument("--out", type=Path, required=True)
+    s.add_argument("--json", action="store_true", help="print the summary as JSON")
+    s.add_argument("--out", type=Path, required=True, help="output folder (state.json, best_*.yaml, summary.json, plots)")
     s.set_defaults(handler=cmd_search)
 
 
@@ -80,6 +81,9 @@ def cmd_search(args: argparse.Namespace) -> int:
         if evaluator is not None:
             evaluator.close()
     summary = write_search_outputs(result, args.out, extra)
+    if args.json:
+        print(json.dumps({**summary, "summary_file": str(args.out / "summary.json")}, indent=2))
+        return 0
     for item in summary["results"]:
         line = (f"<= {item['constraint_ms']:g} ms: loss {item['loss']:.4f} at {item['predicted_latency_ms']:.2f} ms "
                 f"predicted -> {args.out / item['config_file']}")

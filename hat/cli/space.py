@@ -14,23 +14,23 @@ from hat.space import SearchSpace, SubTransformerConfig
 
 def register(commands: argparse._SubParsersAction) -> None:
     space = commands.add_parser("space", help="inspect search spaces and configs")
-    sub = space.add_subparsers(dest="space_command", required=True, metavar="ACTION")
+    sub = space.add_subparsers(dest="space_command", required=True, metavar="ACTION", help="one of the actions below")
 
     show = sub.add_parser("show", help="dimensions, choices and size of a space")
-    show.add_argument("space", type=Path)
+    show.add_argument("space", type=Path, help="search space YAML")
     show.add_argument("--json", action="store_true", help="machine-readable output")
     show.set_defaults(handler=cmd_show)
 
     sample = sub.add_parser("sample", help="sample SubTransformer configs (HAT's uniform sampling)")
-    sample.add_argument("space", type=Path)
+    sample.add_argument("space", type=Path, help="search space YAML")
     sample.add_argument("--n", type=int_at_least(1, 100000), default=1, help="how many configs")
-    sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument("--seed", type=int, default=0, help="seed of the sampling")
     sample.add_argument("--out", type=Path, help="write one YAML file per config into this folder")
     sample.set_defaults(handler=cmd_sample)
 
     check = sub.add_parser("check", help="check a config against a space; print parameter counts")
-    check.add_argument("space", type=Path)
-    check.add_argument("config", type=Path)
+    check.add_argument("space", type=Path, help="search space YAML")
+    check.add_argument("config", type=Path, help="SubTransformer config YAML (ours or HAT's format)")
     check.add_argument("--src-vocab", type=int_at_least(1), help="source vocabulary size (for counts with embeddings)")
     check.add_argument("--tgt-vocab", type=int_at_least(1), help="target vocabulary size (default: --src-vocab)")
     check.add_argument("--json", action="store_true", help="machine-readable output")

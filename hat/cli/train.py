@@ -12,13 +12,13 @@ from hat.io import check_output_dir
 
 def register(commands: argparse._SubParsersAction) -> None:
     data = commands.add_parser("data", help="make or prepare translation data")
-    sub = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    sub = data.add_subparsers(dest="data_command", required=True, metavar="ACTION", help="one of the actions below")
     syn = sub.add_parser("synthetic", help="write the embedded synthetic en-de corpus (raw text)")
-    syn.add_argument("--out", type=Path, required=True)
-    syn.add_argument("--train", type=int_at_least(1), default=20000)
-    syn.add_argument("--valid", type=int_at_least(1), default=500)
-    syn.add_argument("--test", type=int_at_least(1), default=500)
-    syn.add_argument("--seed", type=int, default=1)
+    syn.add_argument("--out", type=Path, required=True, help="folder for the raw text files")
+    syn.add_argument("--train", type=int_at_least(1), default=20000, help="training sentence pairs")
+    syn.add_argument("--valid", type=int_at_least(1), default=500, help="validation sentence pairs")
+    syn.add_argument("--test", type=int_at_least(1), default=500, help="test sentence pairs")
+    syn.add_argument("--seed", type=int, default=1, help="seed of the corpus")
     syn.add_argument("--prepare", action="store_true", help="also run 'prepare' into OUT/bin")
     syn.set_defaults(handler=cmd_synthetic)
 
@@ -26,40 +26,41 @@ def register(commands: argparse._SubParsersAction) -> None:
     prep.add_argument("--src", required=True, help="source language suffix, e.g. en")
     prep.add_argument("--tgt", required=True, help="target language suffix, e.g. de")
     prep.add_argument("--train", required=True, help="training file prefix (PREFIX.src, PREFIX.tgt)")
-    prep.add_argument("--valid", required=True)
-    prep.add_argument("--test")
-    prep.add_argument("--out", type=Path, required=True)
-    prep.add_argument("--bpe", choices=["sentencepiece", "none"], default="sentencepiece")
+    prep.add_argument("--valid", required=True, help="validation file prefix (PREFIX.src, PREFIX.tgt)")
+    prep.add_argument("--test", help="test file prefix (optional)")
+    prep.add_argument("--out", type=Path, required=True, help="data-bin folder to write")
+    prep.add_argument("--bpe", choices=["sentencepiece", "none"], default="sentencepiece", help="subword model to train, or none for text that is already tokenized")
     prep.add_argument("--vocab-size", type=int_at_least(8), default=8000, help="upper bound on the sentencepiece vocabulary")
     prep.add_argument("--joined-dictionary", action=argparse.BooleanOptionalAction, default=True,
                       help="one vocabulary for both languages (needed by spaces with shared embeddings)")
     prep.add_argument("--skip-empty", action="store_true", help="drop pairs with an empty side instead of failing")
-    prep.add_argument("--workers", type=int_at_least(1, 256), default=1)
+    prep.add_argument("--workers", type=int_at_least(1, 256), default=1, help="parallel workers of fairseq's binarization")
     prep.set_defaults(handler=cmd_prepare)
 
     train = commands.add_parser(
         "train", help="train a SuperTransformer (or a SubTransformer) on fairseq; other options go to fairseq-train"
     )
-    train.add_argument("--space", type=Path, required=True)
+    train.add_argument("--space", type=Path, required=True, help="search space YAML")
     train.add_argument("--data", type=Path, required=True, help="fairseq data-bin folder")
-    train.add_argument("--save-dir", type=Path, required=True)
-    train.add_argument("--config", type=Path, help="YAML of fairseq options (e.g. max-update: 1000)")
+    train.add_argument("--save-dir", type=Path, required=True, help="checkpoint folder (re-running it resumes)")
+    train.add_argument("--fairseq-config", type=Path,
+                       help="YAML of fairseq-train options (e.g. max-update: 1000); data, not code: no user-dir")
     train.add_argument("--subtransformer-config", type=Path, help="train this fixed SubTransformer")
     train.add_argument("--restore-file", type=Path, help="start from this checkpoint (e.g. a SuperTransformer)")
     train.add_argument("--finetune", action="store_true", help="with --restore-file: reset optimizer and schedule")
-    train.add_argument("--sampler", choices=["uniform", "sandwich"], default="uniform")
+    train.add_argument("--sampler", choices=["uniform", "sandwich"], default="uniform", help="SubTransformer(s) per update: one sampled (HAT), or largest + smallest + one sampled")
     train.set_defaults(handler=cmd_train, accepts_extra_args=True)
 
     ev = commands.add_parser("evaluate", help="validation loss and BLEU of a SubTransformer")
-    ev.add_argument("--checkpoint", type=Path, required=True)
-    ev.add_argument("--data", type=Path, required=True)
+    ev.add_argument("--checkpoint", type=Path, required=True, help="checkpoint to evaluate")
+    ev.add_argument("--data", type=Path, required=True, help="fairseq data-bin folder")
     ev.add_argument("--config", type=Path, help="SubTransformer config (default: the checkpoint's own, or the largest)")
-    ev.add_argument("--split", default="test")
-    ev.add_argument("--beam", type=int_at_least(1, 64), default=5)
-    ev.add_argument("--lenpen", type=finite_float, default=1.0)
-    ev.add_argument("--max-tokens", type=int_at_least(1), default=4096)
+    ev.add_argument("--split", default="test", help="data split to score")
+    ev.add_argument("--beam", type=int_at_least(1, 64), default=5, help="beam size of the generation")
+    ev.add_argument("--lenpen", type=finite_float, default=1.0, help="length penalty of the generation")
+    ev.add_argument("--max-tokens", type=int_at_least(1), default=4096, help="tokens per batch")
     ev.add_argument("--no-bleu", action="store_true", help="loss only")
-    ev.add_argument("--json", action="store_true")
+    ev.add_argument("--json", action="store_true", help="print the result as JSON")
     ev.set_defaults(handler=cmd_evaluate)
 
 
@@ -92,7 +93,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from hat.training import load_options_file, train
 
-    options = load_options_file(args.config) if args.config else {}
+    options = load_options_file(args.fairseq_config) if args.fairseq_config else {}
     last = train(space=args.space, data=args.data, save_dir=args.save_dir,
                  subtransformer_config=args.subtransformer_config, restore_file=args.restore_file,
                  reset_optimizer=args.finetune, sampler=args.sampler, options=options, extra_args=args.extra_args)

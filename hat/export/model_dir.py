@@ -49,7 +49,9 @@ def export_model(
         except HatError as err:
             raise HatError(str(err), config_path) from None
     else:
-        config = loaded.fixed_config or loaded.space.largest()
+        from hat.evaluation import default_config
+
+        config = default_config(loaded)
     meta = check_data_folder(data, ())
     data = Path(data)
     src_dict, tgt_dict = data / f"dict.{meta['src']}.txt", data / f"dict.{meta['tgt']}.txt"

@@ -82,6 +82,7 @@ class HatTransformerModel(FairseqEncoderDecoderModel):
         decoder = HatDecoder(tgt_dict, supernet, cfg.max_target_positions)
         super().__init__(encoder, decoder)
         self.__dict__["supernet"] = supernet  # shares the modules above; not registered twice
+        self.fixed_config: SubTransformerConfig | None = None  # set by the task when it trains one SubTransformer
 
     @classmethod
     def build_model(cls, cfg, task):
@@ -121,7 +122,8 @@ class HatTransformerModel(FairseqEncoderDecoderModel):
 
     # The space travels inside the state dict, so loading weights of another space fails clearly.
     def get_extra_state(self) -> dict:
-        return {"space": self.space.to_dict(), "space_fingerprint": self.space.fingerprint}
+        fixed = self.fixed_config.to_dict() if self.fixed_config is not None else None
+        return {"space": self.space.to_dict(), "space_fingerprint": self.space.fingerprint, "subtransformer": fixed}
 
     def set_extra_state(self, state: dict) -> None:
         if state.get("space_fingerprint") != self.space.fingerprint:

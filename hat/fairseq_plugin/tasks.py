@@ -55,6 +55,7 @@ class HatTranslationTask(TranslationTask):
         if self.fixed_config is not None:
             model.space.validate(self.fixed_config)
             model.set_active_subnet(self.fixed_config)
+            model.fixed_config = self.fixed_config  # saved inside the checkpoint, not as a path
         return model
 
     def configs_for_update(self, model, update_num: int) -> list[SubTransformerConfig]:
