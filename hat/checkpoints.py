@@ -27,6 +27,12 @@ class LoadedCheckpoint:
     num_updates: int
     sha256: str
     path: Path
+    langs: tuple[str, str] | None = None  # (source, target) it was trained on, when recorded
+
+
+def _torch_version() -> tuple[int, int]:
+    major, minor = torch.__version__.split(".")[:2]
+    return int(major), int("".join(ch for ch in minor if ch.isdigit()) or 0)
 
 
 def load_weights_only(source: Any, map_location: Any = "cpu") -> Any:
@@ -37,6 +43,9 @@ def load_weights_only(source: Any, map_location: Any = "cpu") -> Any:
     older versions default to full unpickling. ``source`` is a path or an open binary file.
     """
     name = getattr(source, "name", source)
+    if _torch_version() < (2, 6):
+        raise HatError(f"torch {torch.__version__} cannot read checkpoints safely (CVE-2025-32434): "
+                       "install torch >= 2.6", name)
     try:
         return torch.load(source, map_location=map_location, weights_only=True)
     except Exception as err:  # noqa: BLE001 - any failure here means "not a readable checkpoint"
@@ -143,4 +152,7 @@ def load_supernet(path: str | Path, space: SearchSpace | None = None) -> LoadedC
         raise HatError(f"checkpoint weights do not fit space '{stored.name}': {str(err).splitlines()[1].strip()}", path) from None
     fixed = _fixed_config(extra, (state.get("cfg") or {}).get("task") or {}, stored, path)
     num_updates = int(((state.get("optimizer_history") or [{}])[-1]).get("num_updates", 0))
-    return LoadedCheckpoint(supernet.eval(), stored, fixed, num_updates, file_sha256(path), path)
+    task_cfg = (state.get("cfg") or {}).get("task") or {}
+    langs = (task_cfg.get("source_lang"), task_cfg.get("target_lang"))
+    langs = langs if all(isinstance(x, str) for x in langs) else None
+    return LoadedCheckpoint(supernet.eval(), stored, fixed, num_updates, file_sha256(path), path, langs)

@@ -13,10 +13,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
+from hat.shipped import shipped_dir
 from hat.stages import StageRunner
 
 log = logging.getLogger("hat.demo")
-SPACE = Path(__file__).resolve().parent.parent / "search_spaces" / "tiny.yaml"
+SPACE = shipped_dir("search_spaces") / "tiny.yaml"
 
 
 @dataclass

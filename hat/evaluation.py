@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import math
+import re
 import tempfile
 from argparse import Namespace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -40,11 +42,11 @@ def validation_loss(model: EncoderDecoder, batches: Sequence[Batch], label_smoot
     return total / tokens / math.log(2)
 
 
-def sentencepiece_decoder(data_dir: str | Path):
+def sentencepiece_decoder(data_dir: str | Path, langs: tuple[str, str] | None = None):
     """pieces (list of str) -> detokenized text, with the target sentencepiece model of ``data_dir``."""
     from hat.data.prepare import load_data_meta
 
-    meta = load_data_meta(data_dir)
+    meta = load_data_meta(data_dir, langs)
     model = (meta.get("sentencepiece") or {}).get(meta["tgt"])
     if not model:
         return lambda pieces: " ".join(pieces)
@@ -63,8 +65,10 @@ def generate_bleu(
     lenpen: float = 1.0,
     max_tokens: int = 4096,
     max_sentences: int | None = None,
+    scoring: BleuScoring | None = None,
 ) -> dict[str, Any]:
-    """Translate ``split`` with fairseq's SequenceGenerator on the plugin model; sacreBLEU on detokenized text."""
+    """Translate ``split`` with fairseq's SequenceGenerator on the plugin model; BLEU as ``scoring`` says
+    (default: sacreBLEU on detokenized text, subwords removed as the data folder describes)."""
     import sacrebleu
     from fairseq import checkpoint_utils
 
@@ -90,20 +94,60 @@ def generate_bleu(
     itr = task.get_batch_iterator(dataset, max_tokens=max_tokens, max_sentences=max_sentences,
                                   max_positions=model.max_positions(), ignore_invalid_inputs=True).next_epoch_itr(shuffle=False)
     generator = task.build_generator([model], Namespace(beam=beam, lenpen=lenpen, max_len_a=1.2, max_len_b=10))
-    detok = sentencepiece_decoder(data)
+    scoring = scoring or BleuScoring()
+    to_text = scoring.text_decoder(data, (task.cfg.source_lang, task.cfg.target_lang), task.target_dictionary)
     tgt_dict = task.target_dictionary
     hypotheses, references = {}, {}
     for sample in itr:
         outputs = task.inference_step(generator, [model], sample)
         for i, sid in enumerate(sample["id"].tolist()):
-            hyp = tgt_dict.string(outputs[i][0]["tokens"].int().cpu()).split()
-            ref = tgt_dict.string(sample["target"][i][sample["target"][i].ne(tgt_dict.pad())].int().cpu()).split()
-            hypotheses[sid], references[sid] = detok(hyp), detok(ref)
+            target = sample["target"][i]
+            hypotheses[sid] = to_text(outputs[i][0]["tokens"].int().cpu())
+            references[sid] = to_text(target[target.ne(tgt_dict.pad())].int().cpu())
     order = sorted(hypotheses)
-    metric = sacrebleu.metrics.BLEU()
-    score = metric.corpus_score([hypotheses[i] for i in order], [[references[i] for i in order]])
-    return {"bleu": float(score.score), "bleu_signature": str(metric.get_signature()), "sentences": len(order),
-            "hypotheses": [hypotheses[i] for i in order], "references": [references[i] for i in order]}
+    hyps, refs = [hypotheses[i] for i in order], [references[i] for i in order]
+    score, signature = scoring.score(hyps, refs)
+    return {"bleu": score, "bleu_signature": signature, "sentences": len(order), "hypotheses": hyps,
+            "references": refs}
+
+
+@dataclass(frozen=True)
+class BleuScoring:
+    """How generated tokens become text and how BLEU is computed.
+
+    ``remove_bpe``: ``auto`` (the data folder's sentencepiece model, if it has one), ``sentencepiece``
+    or ``subword_nmt`` (fairseq's rules for "\u2581" and "@@ "), or ``none``.
+    ``style``: ``sacrebleu`` (detokenized text, ``tokenize`` as sacreBLEU's tokenizer) or ``hat``,
+    BLEU as HAT reports it: tokenized text with compounds split ("a-b" -> "a ##AT##-##AT## b").
+    """
+
+    remove_bpe: str = "auto"
+    tokenize: str = "13a"
+    style: str = "sacrebleu"
+
+    def text_decoder(self, data: str | Path, langs: tuple[str, str], dictionary: Any):
+        if self.remove_bpe == "auto":
+            pieces_to_text = sentencepiece_decoder(data, langs)
+            return lambda tokens: pieces_to_text(dictionary.string(tokens).split())
+        symbol = None if self.remove_bpe == "none" else self.remove_bpe
+        return lambda tokens: dictionary.string(tokens, bpe_symbol=symbol)
+
+    def score(self, hypotheses: list[str], references: list[str]) -> tuple[float, str]:
+        import sacrebleu
+
+        if self.style == "hat":
+            tokenizer = sacrebleu.tokenizers.tokenizer_13a.Tokenizer13a()
+            hypotheses = [_split_compounds(tokenizer(h)) for h in hypotheses]
+            references = [_split_compounds(tokenizer(r)) for r in references]
+            metric = sacrebleu.metrics.BLEU(tokenize="none")
+            result = metric.corpus_score(hypotheses, [references])
+            return float(result.score), f"{metric.get_signature()}|hat:13a+compound-split"
+        metric = sacrebleu.metrics.BLEU(tokenize=self.tokenize)
+        return float(metric.corpus_score(hypotheses, [references]).score), str(metric.get_signature())
+
+
+def _split_compounds(text: str) -> str:
+    return re.sub(r"(\S)-(\S)", r"\1 ##AT##-##AT## \2", text)
 
 
 def default_config(loaded: Any) -> Any:
@@ -129,6 +173,7 @@ def evaluate(
     max_tokens: int = 4096,
     bleu: bool = True,
     label_smoothing: float = 0.1,
+    scoring: BleuScoring | None = None,
 ) -> dict[str, Any]:
     """Loss and BLEU of a SubTransformer with the checkpoint's weights.
 
@@ -142,13 +187,13 @@ def evaluate(
         config = default_config(loaded)
     loaded.space.validate(config)
     loaded.supernet.set_active_subnet(config)
-    batches = load_batches(data, split, max_tokens=max_tokens)
+    batches = load_batches(data, split, max_tokens=max_tokens, langs=loaded.langs)
     result: dict[str, Any] = {
         "checkpoint": str(checkpoint), "split": split, "archid": config.archid,
         "loss": validation_loss(loaded.supernet, batches, label_smoothing),
     }
     if bleu:
-        generated = generate_bleu(checkpoint, data, config, split, beam, lenpen, max_tokens)
+        generated = generate_bleu(checkpoint, data, config, split, beam, lenpen, max_tokens, scoring=scoring)
         result.update(bleu=generated["bleu"], bleu_signature=generated["bleu_signature"], sentences=generated["sentences"], beam=beam, lenpen=lenpen,
                       sample_hypothesis=generated["hypotheses"][0], sample_reference=generated["references"][0])
     return result

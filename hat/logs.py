@@ -38,13 +38,25 @@ class _ConsoleFilter(logging.Filter):
 _console = _ConsoleFilter(verbose=False)
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time of each message (it may be replaced)."""
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
 def setup_console(verbose: bool = False) -> None:
     """One stderr handler on the root logger, filtered as described in the module docstring."""
     _console.verbose = verbose
     root = logging.getLogger()
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
     if not any(getattr(h, "_hat_console", False) for h in root.handlers):
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter(CONSOLE_FORMAT))
         handler.addFilter(_console)
         handler._hat_console = True  # type: ignore[attr-defined]

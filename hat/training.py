@@ -24,7 +24,6 @@ DEFAULTS: dict[str, Any] = {
     "clip-norm": 0.0,
     "lr": 5e-4,
     "lr-scheduler": "inverse_sqrt",
-    "warmup-updates": 4000,
     "warmup-init-lr": 1e-7,
     "weight-decay": 1e-4,
     "criterion": "label_smoothed_cross_entropy",
@@ -101,7 +100,7 @@ def build_train_argv(
     from hat.space import SearchSpace, SubTransformerConfig
 
     space_obj = SearchSpace.from_yaml(space)
-    meta = check_data_folder(data, ("train", "valid"))
+    meta = check_data_folder(data, ("train", "valid"), _languages(options or {}, extra_args))
     if subtransformer_config is not None:
         space_obj.validate(SubTransformerConfig.from_yaml(subtransformer_config))
     merged = dict(DEFAULTS)
@@ -117,6 +116,29 @@ def build_train_argv(
         if not torch.cuda.is_available():
             merged["cpu"] = True
     return argv + options_to_argv(merged) + list(extra_args)
+
+
+def default_warmup(max_update: int) -> int:
+    """Warm-up updates when none are given: 10% of a bounded run (so a short run leaves warm-up),
+    at most HAT's 4,000."""
+    return 4000 if not max_update else max(1, min(4000, max_update // 10))
+
+
+def _languages(options: Mapping[str, Any], extra_args: Sequence[str]) -> tuple[str, str] | None:
+    """(source, target) when the options or the pass-through flags name them (both or neither)."""
+    found = {key: options.get(key) for key in ("source-lang", "target-lang")}
+    args = list(extra_args)
+    for i, arg in enumerate(args):
+        for key in found:
+            if arg == f"--{key}" and i + 1 < len(args):
+                found[key] = args[i + 1]
+            elif arg.startswith(f"--{key}="):
+                found[key] = arg.split("=", 1)[1]
+    if not any(found.values()):
+        return None
+    if not all(found.values()):
+        raise HatError("give --source-lang and --target-lang together")
+    return str(found["source-lang"]), str(found["target-lang"])
 
 
 def parse_train_argv(argv: Sequence[str]) -> Any:
@@ -235,6 +257,10 @@ def train(
     argv = build_train_argv(space=space, data=data, save_dir=save_dir, subtransformer_config=subtransformer_config,
                             sampler=sampler, options=opts, extra_args=extra_args)
     cfg = parse_train_argv(argv)
+    if "warmup-updates" not in opts and not any(a.startswith("--warmup-updates") for a in extra_args) \
+            and "warmup_updates" in cfg.lr_scheduler:
+        argv += ["--warmup-updates", str(default_warmup(cfg.optimization.max_update))]
+        cfg = parse_train_argv(argv)
     if _check_checkpoints(cfg, space_obj, last):
         return last
     from hat.logs import log_file

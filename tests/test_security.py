@@ -214,3 +214,12 @@ def test_rerunning_a_finished_training_changes_nothing(trained, data_bin, tmp_pa
     code, err = hat(["train", "--space", TINY, "--data", data_bin, "--save-dir", save, "--max-update", "30"], capsys)
     assert code == 0, err[-2000:]
     assert file_sha256(save / "checkpoint_last.pt") == before
+
+
+def test_a_torch_without_safe_loading_is_refused(monkeypatch, tmp_path):
+    from hat import checkpoints
+
+    monkeypatch.setattr(torch, "__version__", "2.5.1+cpu")
+    torch.save({"x": torch.zeros(1)}, tmp_path / "c.pt")
+    with pytest.raises(HatError, match="install torch >= 2.6"):
+        checkpoints.read_checkpoint(tmp_path / "c.pt")

@@ -11,7 +11,7 @@ import torch
 
 pytest.importorskip("fairseq")
 
-from hat.checkpoints import load_supernet  # noqa: E402
+from hat.checkpoints import load_supernet, read_checkpoint  # noqa: E402
 from hat.data.batches import load_batches  # noqa: E402
 from hat.errors import HatError  # noqa: E402
 from hat.evaluation import validation_loss  # noqa: E402
@@ -240,3 +240,40 @@ def test_a_second_training_in_the_same_process_saves_its_own_best(trained, data_
 
     train(space=SPACES / "tiny.yaml", data=data_bin, save_dir=tmp_path, options={**TRAIN_OPTIONS, "max-update": 2})
     assert (tmp_path / "checkpoint_best.pt").is_file()
+
+
+def _fairseq_preprocess(raw: Path, out: Path, src: str, tgt: str) -> Path:
+    """A data-bin made by fairseq's own preprocessing (no hat_data.json), as a user brings it."""
+    from fairseq import options
+    from fairseq_cli import preprocess
+
+    argv = ["--source-lang", src, "--target-lang", tgt, "--trainpref", str(raw / "train"),
+            "--validpref", str(raw / "valid"), "--destdir", str(out), "--joined-dictionary", "--workers", "1",
+            "--dataset-impl", "mmap"]
+    preprocess.main(options.get_preprocessing_parser().parse_args(argv))
+    return out
+
+
+def test_own_data_bins_train_in_their_direction(data_bin, tmp_path):
+    """fairseq's en-de folder trains en->de and its de-en folder de->en; a folder with both needs a choice."""
+    import shutil
+
+    from hat.training import train
+
+    raw = data_bin.parent / "raw"
+    options = {**{k: v for k, v in TRAIN_OPTIONS.items() if k != "warmup-updates"}, "max-update": 1}
+    for src, tgt in (("en", "de"), ("de", "en")):
+        folder = _fairseq_preprocess(raw, tmp_path / f"{src}-{tgt}", src, tgt)
+        last = train(space=SPACES / "tiny.yaml", data=folder, save_dir=tmp_path / f"ckpt-{src}-{tgt}", options=options)
+        assert load_supernet(last).langs == (src, tgt)
+        # no --warmup-updates given: 10% of max-update (here at least 1), not fairseq's 4,000
+        assert read_checkpoint(last)["cfg"]["lr_scheduler"]["warmup_updates"] == 1
+    both = tmp_path / "en-de"
+    for path in (tmp_path / "de-en").glob("*.de-en.*"):
+        shutil.copy(path, both)
+    with pytest.raises(HatError, match="several language pairs"):
+        train(space=SPACES / "tiny.yaml", data=both, save_dir=tmp_path / "x", options=options)
+    last = train(space=SPACES / "tiny.yaml", data=both, save_dir=tmp_path / "chosen", options=options,
+                 extra_args=["--source-lang", "de", "--target-lang", "en"])
+    assert load_supernet(last).langs == ("de", "en")
+

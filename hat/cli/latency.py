@@ -25,7 +25,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     profile.add_argument("--test-samples", type=int_at_least(0), default=0, help="further SubTransformers measured into test.csv")
     profile.add_argument("--src-len", type=int_at_least(1, LIMITS["src_len"]), default=30, help="source length of the timed translation (tokens)")
     profile.add_argument("--beam", type=int_at_least(1, LIMITS["beam"]), default=5, help="beam size of the timed translation")
-    profile.add_argument("--vocab", type=int_at_least(8, LIMITS["vocab"]), default=32768, help="vocabulary size of the timed models")
+    profile.add_argument("--vocab", type=int_at_least(8, LIMITS["vocab"]),
+                         help="vocabulary size of the timed models (default: --data's target dictionary, else 32768)")
+    profile.add_argument("--data", type=Path, help="data-bin folder whose target vocabulary the timed models use")
     profile.add_argument("--warmup", type=int_at_least(0, LIMITS["warmup"]), default=5, help="untimed runs before timing")
     profile.add_argument("--runs", type=int_at_least(1, LIMITS["runs"]), default=20, help="timed runs per model")
     profile.add_argument("--seed", type=int_at_least(0, LIMITS["seed"]), default=0, help="seed of the sampled SubTransformers and of the random weights")
@@ -81,7 +83,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
         raise HatError("--ray-address and --ray-resource go together")
     if args.backend == "onnxruntime" and not args.no_tables:
         raise HatError("per-layer tables are measured with torch: with --backend onnxruntime add --no-tables")
-    protocol = Protocol(src_len=args.src_len, beam=args.beam, vocab=args.vocab, warmup=args.warmup,
+    protocol = Protocol(src_len=args.src_len, beam=args.beam, vocab=_vocab(args), warmup=args.warmup,
                         runs=args.runs, threads=args.threads, seed=args.seed)
     runner = ray_runner(args.ray_address, args.ray_resource) if args.ray_address else None
     if runner is None and args.backend == "cuda":
@@ -108,6 +110,20 @@ def cmd_profile(args: argparse.Namespace) -> int:
                  noise["mean_ms"], noise["std_ms"], 100 * noise["cv"], noise["max_over_min"], noise["remeasured"])
     print(json.dumps({"out": str(out), "reference_noise": noise}, indent=2) if args.json else out)
     return 0
+
+
+def _vocab(args: argparse.Namespace) -> int:
+    """--vocab, else the target dictionary of --data, else 32768; both given must agree."""
+    if args.data is None:
+        return args.vocab or 32768
+    from hat.data.prepare import check_data_folder
+    from hat.export.dictionary import Dictionary
+
+    meta = check_data_folder(args.data, ())
+    size = len(Dictionary.load(args.data / f"dict.{meta['tgt']}.txt"))
+    if args.vocab is not None and args.vocab != size:
+        raise HatError(f"--vocab {args.vocab} differs from the target dictionary's {size} words", args.data)
+    return size
 
 
 def _tables(path: Path | None):

@@ -50,10 +50,11 @@ def cmd_search(args: argparse.Namespace) -> int:
 
     check_output_dir(args.out)
     space = SearchSpace.from_yaml(args.space)
-    load_supernet(args.checkpoint, space)  # fail early, with a clear message, on a checkpoint of another space
+    checkpoint = load_supernet(args.checkpoint, space)  # fails early, in one line, on a checkpoint of another space
     predictor = LatencyPredictor.load(args.predictor)
     try:
         predictor.check_space(space)
+        predictor.check_vocabulary(checkpoint.supernet.tgt_vocab_size)
     except HatError as err:
         raise HatError(str(err), args.predictor) from None
     fitness = InheritedLossFitness(args.checkpoint, args.data, split=args.split, valid_subset=args.valid_subset,

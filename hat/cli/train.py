@@ -60,6 +60,12 @@ def register(commands: argparse._SubParsersAction) -> None:
     ev.add_argument("--lenpen", type=finite_float, default=1.0, help="length penalty of the generation")
     ev.add_argument("--max-tokens", type=int_at_least(1), default=4096, help="tokens per batch")
     ev.add_argument("--no-bleu", action="store_true", help="loss only")
+    ev.add_argument("--remove-bpe", choices=["auto", "sentencepiece", "subword_nmt", "none"], default="auto",
+                    help="subword marks to remove before BLEU; auto: the data folder's sentencepiece model, if any")
+    ev.add_argument("--bleu-tokenize", choices=["13a", "intl", "char", "zh", "none"], default="13a",
+                    help="sacreBLEU's tokenizer")
+    ev.add_argument("--bleu-style", choices=["sacrebleu", "hat"], default="sacrebleu",
+                    help="hat: tokenized BLEU with compounds split, as the HAT paper reports it")
     ev.add_argument("--json", action="store_true", help="print the result as JSON")
     ev.set_defaults(handler=cmd_evaluate)
 
@@ -102,12 +108,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from hat.evaluation import evaluate
+    from hat.evaluation import BleuScoring, evaluate
     from hat.space import SubTransformerConfig
 
     config = SubTransformerConfig.from_yaml(args.config) if args.config else None
+    scoring = BleuScoring(remove_bpe=args.remove_bpe, tokenize=args.bleu_tokenize, style=args.bleu_style)
     result = evaluate(args.checkpoint, args.data, config, split=args.split, beam=args.beam, lenpen=args.lenpen,
-                      max_tokens=args.max_tokens, bleu=not args.no_bleu)
+                      max_tokens=args.max_tokens, bleu=not args.no_bleu, scoring=scoring)
     if args.json:
         print(json.dumps(result, indent=2))
     else:

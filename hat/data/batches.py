@@ -25,13 +25,14 @@ def load_batches(
     max_tokens: int = 4096,
     subset_size: int | None = None,
     seed: int = 0,
+    langs: tuple[str, str] | None = None,
 ) -> list[Batch]:
     """The (optionally seeded-subset of the) ``split`` as fixed batches of at most ``max_tokens``."""
     from fairseq.data import Dictionary, LanguagePairDataset, data_utils
 
     from hat.data.prepare import check_data_folder
 
-    meta = check_data_folder(data_dir, (split,))
+    meta = check_data_folder(data_dir, (split,), langs)
     src, tgt = meta["src"], meta["tgt"]
     data_dir = Path(data_dir)
     src_dict = Dictionary.load(str(data_dir / f"dict.{src}.txt"))

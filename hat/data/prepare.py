@@ -135,15 +135,19 @@ MMAP_MAGIC = b"MMIDIDX\x00\x00"
 MMAP_ITEM_SIZE = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 8, 7: 8, 8: 2, 9: 4, 10: 8}  # fairseq's dtype codes
 
 
-def load_data_meta(data_dir: str | Path) -> dict:
-    """``hat_data.json`` of a prepared folder; plain fairseq data-bin folders get a minimal description."""
+def load_data_meta(data_dir: str | Path, langs: tuple[str, str] | None = None) -> dict:
+    """``hat_data.json`` of a prepared folder; a plain fairseq data-bin folder gets a minimal description.
+
+    The language pair of a plain folder is read from its binary files' names, as fairseq names
+    them (``SPLIT.SRC-TGT.LANG.idx``); ``langs`` = (source, target) chooses when there are several.
+    """
     from hat.io import file_content, load_json
 
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         raise HatError("data folder not found", data_dir)
     meta_path = data_dir / META_FILE
-    if meta_path.is_file():
+    if meta_path.is_file() and (langs is None or _meta_langs(meta_path) == tuple(langs)):
         meta = load_json(meta_path, "data description")
         with file_content(meta_path, "data description"):
             for side in ("src", "tgt"):
@@ -154,14 +158,31 @@ def load_data_meta(data_dir: str | Path) -> dict:
                     isinstance(v, str) and Path(v).name == v and v for v in spm_models.values()):
                 raise ValueError("'sentencepiece' must map languages to file names in the folder")
         return meta
-    dicts = sorted(data_dir.glob("dict.*.txt"))
-    if len(dicts) < 2:
-        raise HatError("not a fairseq data-bin folder (no dict.SRC.txt / dict.TGT.txt)", data_dir)
-    langs = [p.name.split(".")[1] for p in dicts]
-    return {"src": langs[0], "tgt": langs[1], "bpe": "unknown", "sentencepiece": {}}
+    pairs = sorted({(m.group(1), m.group(2)) for p in data_dir.glob("*.idx")
+                    if (m := re.fullmatch(r"[^.]+\.([A-Za-z0-9_]+)-([A-Za-z0-9_]+)\.\1\.idx", p.name))})
+    if langs is not None:
+        if tuple(langs) not in pairs:
+            found = ", ".join(f"{s}-{t}" for s, t in pairs) or "none"
+            raise HatError(f"no {langs[0]}-{langs[1]} data in this folder (pairs found: {found})", data_dir)
+        pairs = [tuple(langs)]
+    if not pairs:
+        raise HatError("not a fairseq data-bin folder (no SPLIT.SRC-TGT.SRC.idx files)", data_dir)
+    if len(pairs) > 1:
+        raise HatError(f"the folder holds several language pairs ({', '.join(f'{s}-{t}' for s, t in pairs)}): "
+                       "choose one with --source-lang and --target-lang", data_dir)
+    src, tgt = pairs[0]
+    return {"src": src, "tgt": tgt, "bpe": "unknown", "sentencepiece": {}}
 
 
-def check_data_folder(data_dir: str | Path, splits: tuple[str, ...] = ("valid",)) -> dict:
+def _meta_langs(meta_path: Path) -> tuple[str, str] | None:
+    from hat.io import load_json
+
+    meta = load_json(meta_path, "data description")
+    return (meta.get("src"), meta.get("tgt")) if isinstance(meta, dict) else None
+
+
+def check_data_folder(data_dir: str | Path, splits: tuple[str, ...] = ("valid",),
+                      langs: tuple[str, str] | None = None) -> dict:
     """Everything of a data-bin folder a command will read, checked before the work starts.
 
     The description, both dictionaries (fairseq's text format, UTF-8) and each split's binary
@@ -170,7 +191,7 @@ def check_data_folder(data_dir: str | Path, splits: tuple[str, ...] = ("valid",)
     """
     from hat.export.dictionary import Dictionary
 
-    meta = load_data_meta(data_dir)
+    meta = load_data_meta(data_dir, langs)
     data_dir = Path(data_dir)
     src, tgt = meta["src"], meta["tgt"]
     for lang in (src, tgt):

@@ -52,7 +52,7 @@ def export_model(
         from hat.evaluation import default_config
 
         config = default_config(loaded)
-    meta = check_data_folder(data, ())
+    meta = check_data_folder(data, (), loaded.langs)
     data = Path(data)
     src_dict, tgt_dict = data / f"dict.{meta['src']}.txt", data / f"dict.{meta['tgt']}.txt"
     from hat.export.dictionary import Dictionary

@@ -202,6 +202,14 @@ class LatencyPredictor:
         if fingerprint is not None and fingerprint != space.fingerprint:
             raise HatError(f"the latency predictor was fitted for space '{self.info.get('space')}', not '{space.name}'")
 
+    def check_vocabulary(self, vocab: int) -> None:
+        """The output projection is part of the latency: a predictor measured with another
+        vocabulary size than the model's predicts another model."""
+        measured = (self.info.get("protocol") or {}).get("vocab")
+        if measured is not None and measured != vocab:
+            raise HatError(f"the latency predictor was measured with a vocabulary of {measured}, the checkpoint has "
+                           f"{vocab}: profile with --data (or --vocab {vocab})")
+
     # ---- persistence -------------------------------------------------------------------------
     def save(self, path: str | Path) -> None:
         params = {k: (_b64(v) if isinstance(v, np.ndarray) else v) for k, v in self.params.items()}
@@ -217,8 +225,9 @@ class LatencyPredictor:
         """Read a predictor and prove it usable: finite parameters of the right shapes, a valid
         space, and positive predictions at the corners of what it covers."""
         from hat.io import file_content, load_json
+        from hat.shipped import predictor_file
 
-        path = Path(path)
+        path = predictor_file(path)
         data = load_json(path, "latency predictor file")
         if not isinstance(data, dict) or data.get("format") != FORMAT or data.get("kind") not in KINDS:
             raise HatError(f"not a HAT latency predictor (expected format '{FORMAT}')", path)

@@ -44,7 +44,7 @@ class InheritedLossFitness:
 
             checkpoint = load_supernet(self.checkpoint)
             batches = load_batches(self.data, self.split, max_tokens=self.max_tokens,
-                                   subset_size=self.valid_subset, seed=self.seed)
+                                   subset_size=self.valid_subset, seed=self.seed, langs=checkpoint.langs)
             self._loaded = (checkpoint, batches)
 
     @property

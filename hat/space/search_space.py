@@ -125,7 +125,10 @@ class SearchSpace:
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "SearchSpace":
-        """Load a space file; any problem is a one-line :class:`HatError` naming the file."""
+        """Load a space file (or a shipped space by name); any problem is a one-line :class:`HatError`."""
+        from hat.shipped import space_file
+
+        path = space_file(path)
         data = _load_yaml_file(path, what="search space")
         try:
             return cls.from_dict(data)
