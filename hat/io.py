@@ -61,6 +61,8 @@ def parse_yaml(text: str, path: str | Path | None = None) -> Any:
         raise HatError(f"malformed YAML: {' '.join(str(err).split())}", path) from None
     except RecursionError:
         raise HatError("malformed YAML: nested too deeply", path) from None
+    except ValueError as err:  # e.g. an integer of thousands of digits
+        raise HatError(f"malformed YAML: {' '.join(str(err).split())[:120]}", path) from None
 
 
 def load_yaml(path: str | Path, what: str) -> Any:

@@ -144,6 +144,7 @@ CASES = [
     Case("space: alias bomb", lambda w, t: ["space", "show", alias_bomb(t)], "aliases"),
     Case("space: 20000 layers", lambda w, t: ["space", "show", space_with(t, "layers: [1, 2, 3]", "layers: [20000]")],
          "space.yaml"),
+    Case("space: a 5000-digit number", lambda w, t: ["space", "show", write(t, "s.yaml", "9" * 5000)], "s.yaml"),
     Case("space: a list", lambda w, t: ["space", "show", write(t, "s.yaml", "- 1\n- 2\n")], "s.yaml"),
     Case("space sample: --n 0", lambda w, t: ["space", "sample", TINY, "--n", "0"], "--n"),
     Case("space sample: --out is a file", lambda w, t: ["space", "sample", TINY, "--out", write(t, "f", "x")], "f"),

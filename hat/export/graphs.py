@@ -8,7 +8,9 @@ The cache is explicit, so beam search runs outside the graph (numpy) on any runt
 """
 from __future__ import annotations
 
+import logging
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -101,13 +103,24 @@ def export_onnx(model: SubTransformer, encoder_path: str, decoder_path: str) -> 
 
 
 def _export_graphs(model: SubTransformer, encoder_path: str, decoder_path: str) -> None:
+    layers = len(model.decoder.layers)
+    cross_names, past_names, present_names = cache_names(layers)
+    src, step_inputs = example_inputs(model)
+    exporter_log = logging.getLogger("torch.onnx")  # "torchvision is not installed" and such: not ours to act on
+    level = exporter_log.level
+    exporter_log.setLevel(logging.ERROR)
+    try:
+        _export_both(model, encoder_path, decoder_path, src, step_inputs, cross_names, past_names, present_names)
+    finally:
+        exporter_log.setLevel(level)
+
+
+def _export_both(model: SubTransformer, encoder_path: str, decoder_path: str, src: Any, step_inputs: Any,
+                 cross_names: list[str], past_names: list[str], present_names: list[str]) -> None:
     import warnings
 
     from torch.export import Dim
 
-    layers = len(model.decoder.layers)
-    cross_names, past_names, present_names = cache_names(layers)
-    src, step_inputs = example_inputs(model)
     batch, src_len, past_len = Dim("batch"), Dim("src_len"), Dim("past_len")
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
