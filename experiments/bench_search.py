@@ -3,7 +3,7 @@ data and predictor.
 
 - the full default search (population 125 = 25 + 50 + 50, 30 iterations) under the demo's constraints:
   wall time and fitness evaluations (HAT's loop needs 125 x 30 = 3,750 per constraint);
-- the same search on 2 Ray workers: speedup, and identical results;
+- the same search on 2 local worker processes: speedup, and identical results;
 - random search with the same evaluation budget per constraint.
 
     python experiments/bench_search.py --run runs/demo --valid-subset 200
@@ -58,11 +58,11 @@ def main() -> None:
         rows.append({"constraint_ms": item.constraint_ms, "evaluations": item.evaluations,
                      "evolution_loss": item.best.loss, "random_loss": baseline.loss,
                      "evolution_latency_ms": item.best.latency_ms, "random_latency_ms": baseline.latency_ms})
-    summary = {"serial_s": serial_time, "ray_s": parallel_time, "workers": args.workers,
+    summary = {"serial_s": serial_time, "parallel_s": parallel_time, "workers": args.workers,
                "speedup": serial_time / parallel_time, "identical": identical,
                "evaluations": serial.evaluations, "rows": rows}
     print(json.dumps(summary, indent=2))
-    print(f"\nserial {serial_time:.1f} s, {args.workers} Ray workers {parallel_time:.1f} s: speedup "
+    print(f"\nserial {serial_time:.1f} s, {args.workers} worker processes {parallel_time:.1f} s: speedup "
           f"{serial_time / parallel_time:.2f}x, identical results: {identical}; {serial.evaluations} evaluations in all")
     print("\n| constraint (ms) | evaluations (HAT: 3,750) | evolution loss | random loss (same budget) |")
     print("| --- | --- | --- | --- |")

@@ -13,8 +13,7 @@ from pathlib import Path
 from typing import Iterator
 
 DETAIL = "hat.detail"  # HAT's own messages for the log file only, e.g. the full fairseq command line
-CONSOLE_FORMAT = "%(asctime)s | %(levelname)s | %(name)s | %(message)s"
-FILE_FORMAT = "%(asctime)s | %(levelname)s | %(name)s | %(message)s"
+FORMAT = "%(asctime)s | %(levelname)s | %(name)s | %(message)s"
 
 
 class _ConsoleFilter(logging.Filter):
@@ -57,7 +56,7 @@ def setup_console(verbose: bool = False) -> None:
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
     if not any(getattr(h, "_hat_console", False) for h in root.handlers):
         handler = _StderrHandler()
-        handler.setFormatter(logging.Formatter(CONSOLE_FORMAT))
+        handler.setFormatter(logging.Formatter(FORMAT))
         handler.addFilter(_console)
         handler._hat_console = True  # type: ignore[attr-defined]
         root.addHandler(handler)
@@ -73,7 +72,7 @@ def log_file(path: str | Path, console_shows: tuple[str, ...] | None = None) -> 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(path, encoding="utf-8")
-    handler.setFormatter(logging.Formatter(FILE_FORMAT))
+    handler.setFormatter(logging.Formatter(FORMAT))
     handler.setLevel(logging.INFO)
     root = logging.getLogger()
     root.addHandler(handler)

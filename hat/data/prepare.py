@@ -12,6 +12,7 @@ from hat.io import atomic_write_json
 
 log = logging.getLogger(__name__)
 META_FILE = "hat_data.json"
+LANG_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 
 
 def _read_split(prefix: str | Path, lang: str, what: str) -> list[str]:
@@ -69,6 +70,9 @@ def prepare_data(
         raise HatError(f"--bpe must be sentencepiece or none, got '{bpe}'")
     if src == tgt:
         raise HatError("--src and --tgt must differ")
+    for lang in (src, tgt):
+        if not LANG_PATTERN.match(lang):
+            raise HatError(f"'{lang}' is not a language code (letters, digits, '_' and '-', as in file names)")
     out = Path(out)
     splits = {"train": train, "valid": valid} | ({"test": test} if test else {})
     texts = {name: read_parallel(prefix, src, tgt, name, skip_empty) for name, prefix in splits.items()}
@@ -130,7 +134,6 @@ def _binarize(work: Path, out: Path, src: str, tgt: str, has_test: bool, joined:
     preprocess.main(args)
 
 
-LANG_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 MMAP_MAGIC = b"MMIDIDX\x00\x00"
 MMAP_ITEM_SIZE = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 8, 7: 8, 8: 2, 9: 4, 10: 8}  # fairseq's dtype codes
 
