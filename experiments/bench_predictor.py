@@ -2,7 +2,9 @@
 
 1. HAT's published Titan Xp CSV, seeded 80/20 split: our default predictor (chosen by `hat predictor fit`)
    vs HAT's MLP recipe (10 averaged features, 3x400 ReLU, Adam lr 1e-5, 5,000 steps, batch 128).
-2. Prediction throughput of the default predictor (configs/s).
+2. Fitting time: `fit_auto` (what `hat predictor fit` runs), HAT's MLP recipe, and the default MLP
+   recipe (three seeds, with held-out accuracy).
+3. Prediction throughput of the default predictor (configs/s).
 
     python experiments/bench_predictor.py --hat-csv ../shared/data/hat_latency/iwslt14deen_gpu_titanxp_all.csv
 """
@@ -15,7 +17,7 @@ import time
 from pathlib import Path
 
 from hat.latency import LatencyDataset, LatencyPredictor
-from hat.latency.predictor import HAT_MLP, fit_auto, split_indices
+from hat.latency.predictor import HAT_MLP, MlpRecipe, fit_auto, split_indices
 from hat.space import SearchSpace
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,8 +34,19 @@ def main() -> None:
 
     data = LatencyDataset.load(args.hat_csv, fmt="hat")
     train, test = split_indices(len(data), 0.2, args.seed)
+    start = time.perf_counter()
     ours, selection = fit_auto(data.subset(train), None, seed=args.seed)
+    print(f"fit_auto on {len(train)} rows (5-fold CV of ridge and MLP, then the refit): "
+          f"{time.perf_counter() - start:.1f} s")
+    start = time.perf_counter()
     hat_mlp = LatencyPredictor("mlp", mlp=HAT_MLP).fit(data.subset(train), seed=args.seed)
+    print(f"HAT's MLP recipe, one fit: {time.perf_counter() - start:.1f} s")
+    for seed in (0, 1, 2):
+        start = time.perf_counter()
+        mlp = LatencyPredictor("mlp").fit(data.subset(train), seed=seed)
+        m = mlp.evaluate(data.subset(test))
+        print(f"default MLP recipe {MlpRecipe()}, seed {seed}: {time.perf_counter() - start:.1f} s, held-out MAPE "
+              f"{m['mape_pct']:.2f}%, within ±10% {100 * m['within_10pct']:.1f}%, Kendall tau {m['kendall_tau']:.3f}")
     results = {"ours": {"model": ours.kind, **ours.evaluate(data.subset(test))},
                "hat_mlp": hat_mlp.evaluate(data.subset(test)), "train_rows": len(train), "test_rows": len(test)}
     print(json.dumps(results, indent=2))

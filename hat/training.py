@@ -6,11 +6,11 @@ are fairseq's.
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 from pathlib import Path
 from typing import Any, Mapping, Sequence
-
-import yaml
 
 from hat.errors import HatError
 
@@ -146,9 +146,6 @@ def parse_train_argv(argv: Sequence[str]) -> Any:
     from fairseq import options
     from fairseq.dataclass.utils import convert_namespace_to_omegaconf
 
-    import contextlib
-    import io
-
     parser = options.get_training_parser()
     printed = io.StringIO()
     try:
@@ -236,7 +233,6 @@ def train(
     Re-running with the same ``save_dir`` resumes from its ``checkpoint_last.pt`` (and does
     nothing once that has reached ``max-update``). Returns the path of ``checkpoint_last.pt``.
     """
-    from hat.checkpoints import load_supernet
     from hat.io import check_output_dir
     from hat.space import SearchSpace
 
