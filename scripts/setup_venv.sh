@@ -31,5 +31,6 @@ for spec in requires("fairseq-fixed") + requires("hat-nas"):
 print("\n".join(sorted(set(wanted))))
 PYTHON
 )
-"${PIP[@]}" install --quiet -c constraints.txt "${REQUIREMENTS[@]}"
+# --no-warn-conflicts: pip would report the torchaudio left out above as an error.
+"${PIP[@]}" install --quiet --no-warn-conflicts -c constraints.txt "${REQUIREMENTS[@]}"
 "$VENV/bin/python" -c "import hat, torch, fairseq, onnxruntime, ray; print('hat', hat.__version__, '| torch', torch.__version__, '| fairseq', fairseq.__version__, '| onnxruntime', onnxruntime.__version__, '| ray', ray.__version__)"
