@@ -50,8 +50,10 @@ class OnnxRuntimeModel:
                             if i.name.startswith("past_")}
 
     @classmethod
-    def from_model_dir(cls, model_dir: str | Path, precision: str = "fp32", threads: int | None = None) -> "OnnxRuntimeModel":
-        manifest = read_manifest(model_dir)
+    def from_model_dir(cls, model_dir: str | Path, precision: str = "fp32", threads: int | None = None,
+                       manifest: dict[str, Any] | None = None) -> "OnnxRuntimeModel":
+        """``manifest``: the directory's manifest when the caller has read (and so checked) it already."""
+        manifest = manifest or read_manifest(model_dir)
         graphs = manifest.get("onnx", {}).get(precision)
         if not graphs:
             raise HatError(f"model has no {precision} ONNX graphs (export with --onnx"
@@ -89,7 +91,8 @@ class OnnxRuntimeModel:
 class TorchModel:
     """The same computation in PyTorch (the exported graphs' torch modules)."""
 
-    def __init__(self, model_dir: str | Path, threads: int | None = None) -> None:
+    def __init__(self, model_dir: str | Path, threads: int | None = None,
+                 manifest: dict[str, Any] | None = None) -> None:
         import torch
         from safetensors import SafetensorError
         from safetensors.torch import load_model
@@ -98,7 +101,7 @@ class TorchModel:
         from hat.space import SubTransformerConfig
         from hat.subtransformer import ModelDims, SubTransformer
 
-        manifest = read_manifest(model_dir)
+        manifest = manifest or read_manifest(model_dir)
         model_dir = Path(model_dir)
         config = SubTransformerConfig.from_yaml(model_dir / manifest["config"])
         if config.archid != manifest["archid"]:
@@ -146,13 +149,15 @@ class TorchModel:
                 "past": [t[index] for t in state["past"]]}
 
 
-def load_runtime(model_dir: str | Path, backend: str = "onnxruntime", precision: str = "fp32", threads: int | None = None):
+def load_runtime(model_dir: str | Path, backend: str = "onnxruntime", precision: str = "fp32", threads: int | None = None,
+                 manifest: dict[str, Any] | None = None):
+    """The runtime of an exported model; ``manifest`` spares reading (and hashing) the files again."""
     if backend == "onnxruntime":
-        return OnnxRuntimeModel.from_model_dir(model_dir, precision, threads)
+        return OnnxRuntimeModel.from_model_dir(model_dir, precision, threads, manifest)
     if backend == "torch":
         if precision != "fp32":
             raise HatError("the torch backend runs the fp32 weights; int8 is for onnxruntime")
-        return TorchModel(model_dir, threads)
+        return TorchModel(model_dir, threads, manifest)
     raise HatError(f"unknown backend '{backend}' (onnxruntime or torch)")
 
 
@@ -163,7 +168,7 @@ class Translator:
                  threads: int | None = None) -> None:
         manifest = read_manifest(model_dir)
         model_dir = Path(model_dir)
-        self.runtime = load_runtime(model_dir, backend, precision, threads)
+        self.runtime = load_runtime(model_dir, backend, precision, threads, manifest)
         self.src_dict = Dictionary.load(model_dir / "dict.src.txt")
         self.tgt_dict = Dictionary.load(model_dir / "dict.tgt.txt")
         dims = manifest["dims"]

@@ -136,7 +136,7 @@ def verify_model(
         protocol = Protocol(**{**protocol.to_dict(), "vocab": min(protocol.vocab, model_vocab)})
     config = SubTransformerConfig.from_yaml(Path(model_dir) / manifest["config"])
     predicted = float(predictor.predict([config])[0])
-    runtime = load_runtime(model_dir, backend, precision, threads=protocol.threads)
+    runtime = load_runtime(model_dir, backend, precision, threads=protocol.threads, manifest=manifest)
     device = predictor.info.get("device") or {}
     reference = predictor.info.get("reference") if device.get("backend", "torch") == "torch" else None
     reference_work = None
