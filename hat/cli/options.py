@@ -31,14 +31,17 @@ def _number(kind: type, *, low: float | None = None, high: float | None = None,
 
 
 def int_at_least(low: int, high: int | None = None) -> Callable[[str], int]:
+    """An integer from ``low`` (to ``high``)."""
     return _number(int, low=low, high=high)  # type: ignore[return-value]
 
 
 def positive_float(high: float | None = None) -> Callable[[str], float]:
+    """A finite number above 0 (up to ``high``)."""
     return _number(float, low=0, high=high, low_inclusive=False)  # type: ignore[return-value]
 
 
 def float_at_least(low: float, high: float | None = None) -> Callable[[str], float]:
+    """A finite number from ``low`` (to ``high``)."""
     return _number(float, low=low, high=high)  # type: ignore[return-value]
 
 
