@@ -114,7 +114,8 @@ def load_supernet(path: str | Path, space: SearchSpace | None = None) -> LoadedC
     """
     path = Path(path)
     state = read_checkpoint(path)
-    model_cfg = (state.get("cfg") or {}).get("model") or {}
+    cfg = state.get("cfg") or {}
+    model_cfg, task_cfg = cfg.get("model") or {}, cfg.get("task") or {}
     weights = state.get("model")
     extra = weights.get("_extra_state") if isinstance(weights, dict) else None
     if not isinstance(extra, dict) or "space" not in extra or model_cfg.get("_name") != "hat_transformer":
@@ -150,9 +151,8 @@ def load_supernet(path: str | Path, space: SearchSpace | None = None) -> LoadedC
         supernet.load_state_dict(renamed, strict=True)
     except RuntimeError as err:
         raise HatError(f"checkpoint weights do not fit space '{stored.name}': {str(err).splitlines()[1].strip()}", path) from None
-    fixed = _fixed_config(extra, (state.get("cfg") or {}).get("task") or {}, stored, path)
+    fixed = _fixed_config(extra, task_cfg, stored, path)
     num_updates = int(((state.get("optimizer_history") or [{}])[-1]).get("num_updates", 0))
-    task_cfg = (state.get("cfg") or {}).get("task") or {}
     langs = (task_cfg.get("source_lang"), task_cfg.get("target_lang"))
     langs = langs if all(isinstance(x, str) for x in langs) else None
     return LoadedCheckpoint(supernet.eval(), stored, fixed, num_updates, file_sha256(path), path, langs)
