@@ -17,27 +17,20 @@ import torch
 
 from hat.export.graphs import export_onnx
 from hat.export.runtime import OnnxRuntimeModel
-from hat.export.verify import ModelWorkload
+from hat.export.ort_worker import BeamWorkload
 from hat.latency import Protocol
-from hat.latency.timers import CpuTimer
+from hat.latency.measure import measure_interleaved
 from hat.latency.workloads import build_model, model_workload
 from hat.space import SearchSpace
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def time_workload(work, protocol: Protocol) -> float:
-    timer = CpuTimer()
-    for _ in range(protocol.warmup):
-        work.encoder()
-        work.decoder()
-    totals = []
-    for _ in range(protocol.runs):
-        totals.append(timer.time_ms(work.encoder) + timer.time_ms(work.decoder))
-    totals.sort()
-    cut = int(len(totals) * protocol.trim)
-    kept = totals[cut: len(totals) - cut]
-    return sum(kept) / len(kept)
+def time_workloads(workloads: dict, protocol: Protocol) -> dict[str, float]:
+    """The protocol's statistic of each workload (encoder + decoder), timed interleaved."""
+    stats = measure_interleaved(workloads, protocol)
+    return {name: parts["encoder"].value(protocol.statistic) + parts["decoder"].value(protocol.statistic)
+            for name, parts in stats.items()}
 
 
 def latency_rows(space: SearchSpace, protocol: Protocol) -> list[dict]:
@@ -55,9 +48,11 @@ def latency_rows(space: SearchSpace, protocol: Protocol) -> list[dict]:
             quantize_int8(dec, qdec)
             fp32_bytes = sum(p.stat().st_size for p in Path(tmp).glob("*") if "int8" not in p.name)
             int8_bytes = sum(p.stat().st_size for p in Path(tmp).glob("*int8*"))
-            eager = time_workload(model_workload(model, protocol, "cpu"), protocol)
-            ort32 = time_workload(ModelWorkload(OnnxRuntimeModel(enc, dec, 1, protocol.threads), protocol), protocol)
-            ort8 = time_workload(ModelWorkload(OnnxRuntimeModel(qenc, qdec, 1, protocol.threads), protocol), protocol)
+            ms = time_workloads({
+                "eager": model_workload(model, protocol, "cpu"),
+                "ort32": BeamWorkload(OnnxRuntimeModel(enc, dec, 1, protocol.threads), protocol),
+                "ort8": BeamWorkload(OnnxRuntimeModel(qenc, qdec, 1, protocol.threads), protocol)}, protocol)
+            eager, ort32, ort8 = ms["eager"], ms["ort32"], ms["ort8"]
         rows.append({"model": name, "archid": config.archid, "torch_eager_ms": eager, "ort_fp32_ms": ort32,
                      "ort_int8_ms": ort8, "fp32_mb": fp32_bytes / 2**20, "int8_mb": int8_bytes / 2**20})
     return rows
@@ -80,6 +75,7 @@ def main() -> None:
     args = parser.parse_args()
 
     protocol = Protocol(src_len=30, beam=5, vocab=args.vocab, warmup=2, runs=args.runs, threads=args.threads)
+    torch.set_num_threads(args.threads)
     rows = latency_rows(SearchSpace.from_yaml(args.space), protocol)
     print(json.dumps(rows, indent=2))
     print(f"\n{args.space.name}, vocabulary {args.vocab}, {args.threads} thread(s):")

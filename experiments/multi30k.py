@@ -129,12 +129,14 @@ class Experiment:
         return {"checkpoint": str(last.with_name("checkpoint_best.pt"))}
 
     def profile(self) -> dict:
+        from hat.export.ort_backend import OnnxBackend
         from hat.latency import LatencyCollector, LatencyDataset, LatencyTables, Protocol, fit_auto
         from hat.space import SearchSpace
 
         space = SearchSpace.from_yaml(SPACE)
         protocol = Protocol(vocab=self.stages["prepare"]["vocab"], warmup=2, runs=6, threads=self.threads)
-        collector = LatencyCollector(space, protocol, self.out / "latency")
+        # the runtime the models deploy on: every constraint below is onnxruntime fp32 milliseconds
+        collector = LatencyCollector(space, protocol, self.out / "latency", backend=OnnxBackend("fp32"))
         collector.collect_tables()
         collector.collect_dataset(self.b.samples)
         test = [c for c in collector.sample_configs(self.b.samples + 3 * self.b.test_samples, 1)
@@ -170,7 +172,7 @@ class Experiment:
         finally:
             if evaluator is not None:
                 evaluator.close()
-        summary = write_search_outputs(result, folder)
+        summary = write_search_outputs(result, folder, runtime=predictor.runtime)
         return {"constraints": constraints, "configs": {f"{r['constraint_ms']:g}ms": str(folder / r["config_file"])
                                                         for r in summary["results"]}}
 

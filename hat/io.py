@@ -16,8 +16,6 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
-import yaml
-
 from hat.errors import HatError
 
 MAX_TEXT_BYTES = 64 << 20  # a config, predictor or state file larger than this is not one of ours
@@ -43,20 +41,29 @@ def read_text(path: str | Path, what: str) -> str:
         raise HatError(f"{what} is not UTF-8 text (byte {err.start})", path) from None
 
 
-class _NoAliasLoader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` that refuses aliases: nested aliases expand exponentially ("billion laughs")."""
+def _no_alias_loader() -> Any:
+    """A ``yaml.SafeLoader`` that refuses aliases: nested aliases expand exponentially ("billion laughs").
 
-    def compose_node(self, parent: Any, index: Any) -> Any:
-        if self.check_event(yaml.AliasEvent):
-            event = self.peek_event()
-            raise yaml.composer.ComposerError(None, None, "YAML aliases (*name) are not allowed", event.start_mark)
-        return super().compose_node(parent, index)
+    Built on first use, so modules that read no YAML (an onnxruntime measuring device) need no pyyaml.
+    """
+    import yaml
+
+    class NoAliasLoader(yaml.SafeLoader):
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            if self.check_event(yaml.AliasEvent):
+                event = self.peek_event()
+                raise yaml.composer.ComposerError(None, None, "YAML aliases (*name) are not allowed", event.start_mark)
+            return super().compose_node(parent, index)
+
+    return NoAliasLoader
 
 
 def parse_yaml(text: str, path: str | Path | None = None) -> Any:
     """YAML text -> Python data (safe types only, no aliases); errors are one line."""
+    import yaml
+
     try:
-        return yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader subclass
+        return yaml.load(text, Loader=_no_alias_loader())  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as err:
         raise HatError(f"malformed YAML: {' '.join(str(err).split())}", path) from None
     except RecursionError:

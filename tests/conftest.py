@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import textwrap
 from pathlib import Path
 
@@ -34,6 +35,19 @@ share_all_embeddings: true
 encoder: {embed_dim: [16, 12], layers: [2, 3, 4], ffn_dim: [32, 16], heads: [2, 1]}
 decoder: {embed_dim: [16, 8], layers: [1, 2], ffn_dim: [32, 16], self_heads: [2, 1], cross_heads: [2, 1], ende_attn: [-1, 1]}
 """
+
+
+@pytest.fixture(scope="session", autouse=True)
+def piece_cache(tmp_path_factory) -> Path:
+    """Exported onnxruntime pieces go to one folder of this test session (never the user's cache)."""
+    path = tmp_path_factory.mktemp("onnx_pieces")
+    old = os.environ.get("HAT_CACHE_DIR")
+    os.environ["HAT_CACHE_DIR"] = str(path)
+    yield path
+    if old is None:
+        del os.environ["HAT_CACHE_DIR"]
+    else:
+        os.environ["HAT_CACHE_DIR"] = old
 
 
 @pytest.fixture

@@ -214,6 +214,8 @@ CASES = [
     # profile
     Case("profile: --src-len 5000", lambda w, t: ["profile", "--space", TINY, "--src-len", "5000"], "--src-len"),
     Case("profile: --threads 0", lambda w, t: ["profile", "--space", TINY, "--threads", "0"], "--threads"),
+    Case("profile: unknown provider", lambda w, t: ["profile", "--space", TINY, "--provider", "NoSuchExecutionProvider",
+                                                    "--out", t / "o"], "NoSuchExecutionProvider"),
     Case("profile: --out is a file", lambda w, t: ["profile", "--space", TINY, "--out", write(t, "f", "x")], "f"),
     Case("profile: unreachable Ray", lambda w, t: ["profile", "--space", TINY, "--ray-address", "127.0.0.1:1",
                                                    "--ray-resource", "rpi4", "--out", t / "o"], "127.0.0.1:1"),

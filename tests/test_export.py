@@ -107,6 +107,13 @@ def test_verify_reports_and_exit_code(exported, tmp_path, capsys):
     assert main(["verify", "--model", str(exported), "--predictor", str(predictor), "--constraint", "0.001"]) == 1
     assert "EXCEEDS" in capsys.readouterr().out
     assert main(["verify", "--model", str(exported), "--predictor", str(predictor), "--constraint", "100000"]) == 0
+    # the predictor's milliseconds are onnxruntime fp32: measuring another runtime is refused unless asked for
+    capsys.readouterr()
+    assert main(["verify", "--model", str(exported), "--predictor", str(predictor), "--backend", "torch"]) == 2
+    assert "measured on onnxruntime fp32, not torch fp32" in capsys.readouterr().err
+    assert main(["verify", "--model", str(exported), "--predictor", str(predictor), "--precision", "int8",
+                 "--allow-mismatch", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["precision"] == "int8"
 
 
 def test_verify_gauges_the_machine_with_the_collectors_reference_model(exported, tmp_path):
@@ -180,3 +187,43 @@ def test_backends_treat_a_line_longer_than_the_positions_alike(exported, caplog)
     ort_out = Translator(exported, "onnxruntime").translate(words, beam=2)
     assert torch_out == ort_out
     assert caplog.text.count("truncated to the model's") == 2
+
+
+def test_graphs_composed_from_pieces_equal_the_exported_ones(exported, data_bin, tmp_path):
+    """The collector times graphs chained from per-shape pieces; with the model's own weights in the
+    pieces they compute what ``hat export``'s graphs compute."""
+    import onnx
+
+    from hat.export.compose import compose_model
+    from hat.export.pieces import export_piece, model_pieces, piece_keys
+
+    model = TorchModel(exported).model
+    pieces = model_pieces(model)
+    keys = piece_keys(model.config)
+    loaded: dict = {}
+
+    def instance(name: str, io: tuple, key: tuple) -> tuple:
+        export_piece(*io, tmp_path / f"{name}.onnx")
+        loaded[name] = onnx.load(str(tmp_path / f"{name}.onnx"))
+        return (name, *key[1:])  # the composer reads k (the last field) of cross_kv keys
+
+    instances = {
+        "encoder_embedding": instance("ee", pieces["encoder_embedding"], keys["encoder_embedding"]),
+        "decoder_embedding": instance("de", pieces["decoder_embedding"], keys["decoder_embedding"]),
+        "output": instance("out", pieces["output"], keys["output"]),
+        "encoder_layers": [instance(f"el{i}", io, k) for i, (io, k) in enumerate(zip(pieces["encoder_layers"], keys["encoder_layers"]))],
+        "cross_kv": [instance(f"kv{i}", io, k) for i, (io, k) in enumerate(zip(pieces["cross_kv"], keys["cross_kv"]))],
+        "decoder_layers": [instance(f"dl{i}", io, k) for i, (io, k) in enumerate(zip(pieces["decoder_layers"], keys["decoder_layers"]))],
+    }
+    encoder, decoder = compose_model(instances, lambda key: loaded[key[0]])
+    composed = OnnxRuntimeModel(encoder, decoder)
+    deployed = OnnxRuntimeModel.from_model_dir(exported)
+    src = np.array([[7, 8, 9, 10, 11, 2]])
+    states = [rt.reorder(rt.encode(src), np.zeros(3, dtype=np.int64)) for rt in (composed, deployed)]
+    for step, tokens in enumerate(([[2], [2], [2]], [[5], [6], [7]], [[8], [9], [10]])):
+        outputs = [rt.step(np.array(tokens), step, state) for rt, state in zip((composed, deployed), states)]
+        np.testing.assert_allclose(outputs[0], outputs[1], atol=1e-4)
+    from hat.export.beam import beam_search
+
+    for ids in ([7, 8, 9, 10, 11, 2], [12, 13, 2]):
+        assert beam_search(composed, ids, beam=3) == beam_search(deployed, ids, beam=3)

@@ -3,8 +3,12 @@ from __future__ import annotations
 
 import time
 
-from hat.export.verify import measure_interleaved
+import numpy as np
+import pytest
+
+from hat.errors import HatError
 from hat.latency import Protocol
+from hat.latency.measure import STATISTICS, TimingStats, measure_interleaved
 
 
 class Recorder:
@@ -25,7 +29,7 @@ class Recorder:
 def test_rounds_rotate_after_warmup() -> None:
     calls: list = []
     workloads = {name: Recorder(name, calls) for name in "abc"}
-    stats = measure_interleaved(workloads, Protocol(warmup=2, runs=4, trim=0.0))
+    stats = measure_interleaved(workloads, Protocol(warmup=2, runs=4, trim=0.0, max_runs=4))
     warmup = [c for c in calls[:12]]
     assert warmup == [(n, p) for n in "abc" for _ in range(2) for p in ("encoder", "decoder")]
     timed = [name for name, part in calls[12:] if part == "encoder"]
@@ -45,3 +49,55 @@ def test_times_are_attributed_to_the_right_workload() -> None:
 
 def test_nothing_to_measure() -> None:
     assert measure_interleaved({}, Protocol()) == {}
+
+
+class ScriptedTimer:
+    """Returns scripted milliseconds instead of timing: ``times(call_index)``."""
+
+    def __init__(self, times) -> None:
+        self.times, self.calls = times, 0
+
+    def __call__(self, fn) -> float:
+        fn()
+        self.calls += 1
+        return self.times(self.calls)
+
+
+def test_rounds_stop_when_the_statistic_settles_and_go_on_while_it_moves() -> None:
+    calls: list = []
+    steady = measure_interleaved({"a": Recorder("a", calls)}, Protocol(warmup=0, runs=6), ScriptedTimer(lambda i: 5.0))
+    assert steady["a"]["encoder"].n == 6  # settled at once: no extra rounds
+    # every call faster than the one before (a machine calming down): rounds go on up to the limit
+    falling = measure_interleaved({"a": Recorder("a", calls)}, Protocol(warmup=0, runs=6), ScriptedTimer(lambda i: 100.0 / i))
+    assert falling["a"]["encoder"].n == 18 == Protocol(runs=6).round_limit
+    capped = measure_interleaved({"a": Recorder("a", calls)}, Protocol(warmup=0, runs=6, max_runs=9),
+                                 ScriptedTimer(lambda i: 100.0 / i))
+    assert capped["a"]["encoder"].n == 9
+
+
+def test_statistics_of_rounds() -> None:
+    samples = [5.0, 1.0, 3.0, 2.0, 4.0, 100.0, 2.5, 3.5, 1.5, 4.5]
+    stats = TimingStats.of(samples, trim=0.1)
+    assert stats.value("min") == 1.0 and stats.value("median") == np.median(samples)
+    assert stats.value("p10") == pytest.approx(np.percentile(samples, 10))
+    assert stats.value("p25") == pytest.approx(np.percentile(samples, 25))
+    assert stats.value("mean") == pytest.approx(np.mean(sorted(samples)[1:-1]))  # one dropped at each end
+    assert stats.to_dict("p25")["value"] == stats.p25 and set(STATISTICS) == {"min", "p10", "p25", "median", "mean"}
+
+
+@pytest.mark.parametrize("bad", [dict(statistic="max"), dict(runs=10, max_runs=5), dict(settle=0.0), dict(settle=1.5)])
+def test_protocol_refuses_bad_measurement_settings(bad) -> None:
+    with pytest.raises(HatError, match="protocol"):
+        Protocol(**bad)
+
+
+def test_top_candidates_equal_a_stable_sort_with_ties() -> None:
+    from hat.export.beam import top_candidates
+
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        scores = rng.integers(0, 6, size=rng.integers(1, 60)).astype(float)  # many ties
+        scores[rng.random(len(scores)) < 0.2] = -np.inf
+        count = int(rng.integers(1, len(scores) + 1))
+        expected = np.argsort(-scores, kind="stable")[:count]
+        assert top_candidates(scores, count).tolist() == expected.tolist()

@@ -1,6 +1,9 @@
 from __future__ import annotations
 
 import csv
+import sys
+import subprocess
+import os
 import json
 from pathlib import Path
 
@@ -9,7 +12,9 @@ import pytest
 import torch
 
 from hat.errors import HatError
-from hat.latency import LatencyCollector, LatencyDataset, LatencyPredictor, LatencyTables, Protocol, measure_items, reference_noise
+from hat.latency import LatencyCollector, LatencyDataset, LatencyPredictor, LatencyTables, Protocol, reference_noise
+from hat.latency.collector import run_here
+from hat.latency.workloads import TorchBackend
 from hat.latency.dataset import COLUMNS, write_dataset
 from hat.latency.features import HAT_FEATURES, hat_features, structural_features
 from hat.latency.predictor import MlpRecipe, fit_auto, split_indices
@@ -25,7 +30,7 @@ share_all_embeddings: true
 encoder: {embed_dim: [16, 8], layers: [2], ffn_dim: [16, 8], heads: [2, 1]}
 decoder: {embed_dim: [16, 8], layers: [1, 2], ffn_dim: [16], self_heads: [2], cross_heads: [2, 1], ende_attn: [-1, 1]}
 """
-FAST = Protocol(src_len=4, beam=2, vocab=50, warmup=1, runs=3, threads=1)
+FAST = Protocol(src_len=4, beam=2, vocab=50, warmup=1, runs=3, threads=1, max_runs=3)
 HAT_CSV = ROOT.parent / "shared" / "data" / "hat_latency" / "iwslt14deen_gpu_titanxp_all.csv"
 
 
@@ -43,12 +48,14 @@ class CountingRunner:
     def __init__(self, fail_after: int | None = None) -> None:
         self.items, self.calls, self.fail_after = 0, 0, fail_after
 
-    def __call__(self, space, protocol, backend, items):
+    def __call__(self, worker, protocol, payload):
+        if not payload["items"]:  # the device describing itself
+            return run_here(worker, protocol, payload)
         if self.fail_after is not None and self.calls >= self.fail_after:
             raise KeyboardInterrupt
         self.calls += 1
-        self.items += len(items) - 1  # minus the reference model
-        return measure_items(space, protocol, backend, items)
+        self.items += len(payload["items"]) - 1  # minus the reference model
+        return run_here(worker, protocol, payload)
 
 
 def test_tables_cover_every_layer_config_and_estimate_sums(micro, tmp_path):
@@ -97,11 +104,13 @@ class ScriptedRunner:
     def __init__(self, slow: dict[int, float]) -> None:
         self.slow, self.calls = slow, 0
 
-    def __call__(self, space, protocol, backend, items):
+    def __call__(self, worker, protocol, payload):
+        if not payload["items"]:
+            return {"device": {"backend": "torch", "threads": 1}, "results": []}
         factor = self.slow.get(self.calls, 1.0)
         self.calls += 1
-        stats = {"median": factor, "mean": factor, "std": 0.0, "iqr": 0.0, "n": 3}
-        return [{"encoder": dict(stats), "decoder": dict(stats)} for _ in items]
+        stats = {"median": factor, "mean": factor, "std": 0.0, "iqr": 0.0, "n": 3, "value": factor}
+        return {"device": {}, "results": [{"encoder": dict(stats), "decoder": dict(stats)} for _ in payload["items"]]}
 
 
 def test_a_chunk_measured_while_the_machine_was_busy_is_measured_again(micro, tmp_path):
@@ -261,9 +270,10 @@ def test_cuda_backend_is_refused_cleanly_without_a_gpu():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU on this machine")
 def test_cuda_timing(micro):
-    results = measure_items(micro.to_dict(), FAST.to_dict(), "cuda",
-                            [{"kind": "model", "config": micro.smallest().to_dict(include_space=False)}])
-    assert results[0]["encoder"]["mean"] > 0 and results[0]["decoder"]["mean"] > 0
+    backend = TorchBackend("cuda")
+    payload = backend.payload(micro, FAST, [{"kind": "model", "config": micro.smallest().to_dict(include_space=False)}])
+    results = backend.worker(FAST.to_dict(), payload)["results"]
+    assert results[0]["encoder"]["value"] > 0 and results[0]["decoder"]["value"] > 0
 
 
 def test_profile_and_predictor_cli(micro, tmp_path, capsys):
@@ -271,7 +281,7 @@ def test_profile_and_predictor_cli(micro, tmp_path, capsys):
 
     space_file = write_space(tmp_path, MICRO, "space2.yaml")
     out = tmp_path / "lt"
-    args = ["profile", "--space", str(space_file), "--samples", "12", "--test-samples", "3", "--src-len", "4",
+    args = ["profile", "--space", str(space_file), "--backend", "torch", "--samples", "12", "--test-samples", "3", "--src-len", "4",
             "--beam", "2", "--vocab", "50", "--warmup", "1", "--runs", "3", "--out", str(out)]
     assert main(args) == 0
     assert (out / "tables.json").is_file() and (out / "dataset.csv").is_file() and (out / "test.csv").is_file()
@@ -306,15 +316,81 @@ def test_ray_runner_measures_on_the_node_with_the_resource(micro, tmp_path):
         ray.shutdown()
 
 
-def test_onnxruntime_backend_measures_exported_models(micro, tmp_path):
+ORT_SPACE = """
+name: micro_ort
+qkv_dim: 8
+share_all_embeddings: true
+encoder: {embed_dim: [8], layers: [2], ffn_dim: [8], heads: [1]}
+decoder: {embed_dim: [8], layers: [1, 2], ffn_dim: [8, 16], self_heads: [1], cross_heads: [1], ende_attn: [-1, 1]}
+"""
+
+
+def test_onnxruntime_tables_dataset_and_predictor(piece_cache, tmp_path, capsys):
     pytest.importorskip("onnxruntime")
     from hat.cli import main
 
-    space_file = write_space(tmp_path, MICRO, "space_ort.yaml")
+    space_file = write_space(tmp_path, ORT_SPACE, "space_ort.yaml")
+    out = tmp_path / "ort"
     base = ["profile", "--space", str(space_file), "--src-len", "4", "--beam", "2", "--vocab", "50", "--warmup", "1",
-            "--runs", "3", "--backend", "onnxruntime", "--out", str(tmp_path / "ort")]
-    assert main(base + ["--samples", "2"]) == 2  # tables need torch: refused before measuring anything
-    assert main(base + ["--samples", "2", "--no-tables"]) == 0
-    data = LatencyDataset.load(tmp_path / "ort" / "dataset.csv")
-    assert len(data) == 2 and data.meta["device"]["backend"] == "onnxruntime" and "onnxruntime" in data.meta["device"]
-    assert (data.total_ms > 0).all()
+            "--runs", "3", "--backend", "onnxruntime", "--out", str(out)]
+    assert main(base + ["--samples", "10", "--precision", "int8"]) == 0
+    data = LatencyDataset.load(out / "dataset.csv")
+    device = data.meta["device"]
+    assert len(data) == 10 and device["backend"] == "onnxruntime" and device["precision"] == "int8"
+    assert "onnxruntime" in device and "torch" not in device  # described by the torch-free worker
+    assert (data.total_ms > 0).all() and data.meta["reference"]["backend"] == "onnxruntime"
+    tables = LatencyTables.load(out / "tables.json")
+    tables.check_complete(SearchSpace.from_yaml(space_file))
+    assert all(entry["value"] > 0 for entries in tables.tables.values() for entry in entries.values())
+    assert list(piece_cache.rglob("int8/*.onnx"))
+    for int8 in piece_cache.rglob("int8"):  # every int8 piece was quantized from an fp32 one
+        assert {p.name for p in int8.glob("*.onnx")} <= {p.name for p in (int8.parent / "fp32").glob("*.onnx")}
+    assert main(["predictor", "fit", "--data", str(out / "dataset.csv"), "--tables", str(out), "--model", "table",
+                 "--out", str(tmp_path / "p.json")]) == 0
+    predictor = LatencyPredictor.load(tmp_path / "p.json")
+    runtime = predictor.runtime
+    assert (runtime["backend"], runtime["precision"], runtime["vocab"], runtime["beam"]) == ("onnxruntime", "int8", 50, 2)
+    # hat verify gauges the machine with the reference model, rebuilt on the predictor's runtime
+    from hat.export.verify import reference_workload
+    from hat.latency.measure import measure_interleaved
+
+    reference = predictor.info["reference"]
+    assert (reference["backend"], reference["precision"]) == ("onnxruntime", "int8")
+    protocol = Protocol(**predictor.info["protocol"])
+    stats = measure_interleaved({"r": reference_workload(reference, protocol, predictor.info["space_spec"])}, protocol)
+    now = stats["r"]["encoder"].value("p25") + stats["r"]["decoder"].value("p25")
+    assert reference["total_ms"] / 3 < now < reference["total_ms"] * 3
+    assert main(base + ["--samples", "1", "--precision", "int8", "--backend", "torch"]) == 2  # onnxruntime options only
+
+
+def test_onnxruntime_worker_imports_neither_torch_nor_fairseq(piece_cache, micro, tmp_path):
+    """The measuring side of --backend onnxruntime: graphs built here, timed where only numpy and
+    onnxruntime can be imported (no torch, fairseq, pyyaml, scipy or onnx)."""
+    pytest.importorskip("onnxruntime")
+    import pickle  # our own payload, written and read by this test only
+
+    from hat.export.ort_backend import OnnxBackend
+
+    space = SearchSpace.from_yaml(write_space(tmp_path, ORT_SPACE, "space_ort.yaml"))
+    backend = OnnxBackend("fp32")
+    items = [{"kind": "model", "config": space.largest().to_dict(include_space=False)},
+             {"kind": "decoder_layer", "args": [8, 8, 16, 1, 1, 1]}, {"kind": "encoder_layer", "args": [8, 8, 1]}]
+    (tmp_path / "payload.pkl").write_bytes(pickle.dumps((FAST.to_dict(), backend.payload(space, FAST, items))))
+    script = (
+        "import sys, pickle, json\n"
+        "for name in ('torch', 'fairseq', 'yaml', 'scipy', 'onnx'):\n"
+        "    sys.modules[name] = None  # the device has numpy and onnxruntime only\n"
+        "from hat.export.ort_worker import measure_onnx_items\n"
+        f"protocol, payload = pickle.loads(open({str(tmp_path / 'payload.pkl')!r}, 'rb').read())\n"
+        "out = measure_onnx_items(protocol, payload)\n"
+        "assert not any(m == 'torch' or m.startswith(('torch.', 'fairseq')) for m in sys.modules if sys.modules[m])\n"
+        "print(json.dumps(out))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = json.loads(done.stdout)
+    model, decoder_layer, encoder_layer = out["results"]
+    assert model["encoder"]["value"] > 0 and model["decoder"]["value"] > 0
+    assert decoder_layer["encoder"] is None and decoder_layer["decoder"]["value"] > 0
+    assert encoder_layer["decoder"] is None and encoder_layer["encoder"]["value"] > 0
+    assert out["device"]["backend"] == "onnxruntime" and "torch" not in out["device"]

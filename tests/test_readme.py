@@ -1,6 +1,7 @@
 """The README's pipeline block, run as a user would: every command of it, budgets scaled down."""
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -66,3 +67,5 @@ def test_readme_pipeline_runs_as_written(tmp_path):
                      "runs/search/pareto.png", "ft/checkpoint_best.pt", "ft/train.log", "model/manifest.json",
                      "model/decoder_step.int8.onnx"):
         assert (tmp_path / produced).is_file(), produced
+    summary = json.loads((tmp_path / "runs/search/summary.json").read_text())
+    assert summary["latency_runtime"]["backend"] == "onnxruntime"  # the README profiles the deployed runtime

@@ -222,7 +222,10 @@ def test_search_cli_writes_configs_history_summary_and_plots(trained, data_bin, 
     assert main(args) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert len(summary["results"]) == 2 and len(summary["random_search"]) == 2
+    assert summary["latency_runtime"] == predictor.runtime  # what the milliseconds are
     for item in summary["results"]:
+        assert (out / item["config_file"]).read_text().startswith(
+            f"# best SubTransformer under {item['constraint_ms']:g} ms on {summary['latency_unit']}")
         config = SubTransformerConfig.from_yaml(out / item["config_file"])
         space.validate(config)
         assert float(predictor.predict([config])[0]) <= item["constraint_ms"]

@@ -37,8 +37,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     ve.add_argument("--predictor", type=Path, required=True, help="latency predictor JSON (hat predictor fit)")
     ve.add_argument("--constraint", type=positive_float(), help="fail (exit 1) if measured latency exceeds it beyond --tolerance")
     ve.add_argument("--tolerance", type=float_at_least(0), default=0.05, help="allowed excess over --constraint (fraction)")
-    ve.add_argument("--backend", choices=["onnxruntime", "torch"], default="onnxruntime", help="runtime to measure")
-    ve.add_argument("--precision", choices=["fp32", "int8"], default="fp32", help="weights to measure")
+    ve.add_argument("--backend", choices=["onnxruntime", "torch"], help="runtime to measure (default: the predictor's)")
+    ve.add_argument("--precision", choices=["fp32", "int8"], help="weights to measure (default: the predictor's)")
+    ve.add_argument("--allow-mismatch", action="store_true",
+                    help="measure on another runtime or precision than the predictor was fitted for")
     ve.add_argument("--runs", type=int_at_least(1, 100000), help="timed runs (default: the predictor's protocol)")
     ve.add_argument("--json", action="store_true", help="print the report as JSON")
     ve.set_defaults(handler=cmd_verify)
@@ -84,14 +86,16 @@ def cmd_verify(args: argparse.Namespace) -> int:
         from hat.latency.predictor import LatencyPredictor
 
         stored = LatencyPredictor.load(args.predictor).info.get("protocol") or {}
-        protocol = Protocol(**{**stored, "runs": args.runs})
-    report = verify_model(args.model, args.predictor, backend=args.backend, precision=args.precision, protocol=protocol)
+        protocol = Protocol(**{**stored, "runs": args.runs, "max_runs": max(args.runs, stored["max_runs"]) if stored.get("max_runs") else 0})
+    report = verify_model(args.model, args.predictor, backend=args.backend, precision=args.precision, protocol=protocol,
+                          allow_mismatch=args.allow_mismatch)
     over = args.constraint is not None and report["measured_ms"] > args.constraint * (1 + args.tolerance)
     report.update(constraint_ms=args.constraint, tolerance=args.tolerance, within_constraint=not over)
     if args.json:
         print(json.dumps(report, indent=2))
     else:
-        print(f"{report['model']} ({report['archid']}, {args.backend} {args.precision})")
+        print(f"{report['model']} ({report['archid']}, {report['backend']} {report['precision']}, statistic "
+              f"{report['statistic']})")
         print(f"  measured : encoder {report['measured_encoder_ms']:.2f} ms + decoder {report['measured_decoder_ms']:.2f} ms"
               f" = {report['measured_ms']:.2f} ms (± {report['measured_std_ms']:.2f})")
         print(f"  predicted: {report['predicted_ms']:.2f} ms (relative error {100 * report['relative_error']:+.1f}%)")
@@ -112,6 +116,8 @@ def register_demo(commands: argparse._SubParsersAction) -> None:
     demo.add_argument("--out", type=Path, default=Path("runs/demo"), help="run folder (re-running it resumes)")
     demo.add_argument("--quick", action="store_true", help="a smaller run (fewer updates, samples and generations)")
     demo.add_argument("--threads", type=int_at_least(1, 1024), default=1, help="threads for latency measurement and search")
+    demo.add_argument("--precision", choices=["fp32", "int8"], default="fp32",
+                      help="onnxruntime weights the demo profiles, searches under and verifies (the deployed runtime)")
     demo.set_defaults(handler=cmd_demo)
 
 
@@ -120,7 +126,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     check_output_dir(args.out)
     make = DemoSettings.quick if args.quick else DemoSettings
-    settings = make(out=args.out, threads=args.threads)
+    settings = make(out=args.out, threads=args.threads, precision=args.precision)
     demo = Demo(settings)
     report = demo.run()
     print("\n".join(demo.summary_lines() + [f"report: {report}"]))

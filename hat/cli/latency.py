@@ -9,6 +9,7 @@ from pathlib import Path
 from hat.cli.options import float_at_least, int_at_least, positive_float
 from hat.errors import HatError
 from hat.io import check_output_dir, check_output_file, safe_file_name
+from hat.latency.measure import STATISTICS
 from hat.latency.protocol import LIMITS
 
 log = logging.getLogger("hat.profile")
@@ -18,8 +19,13 @@ def register(commands: argparse._SubParsersAction) -> None:
     profile = commands.add_parser("profile", help="measure latency tables and an end-to-end dataset on this device")
     profile.add_argument("--space", type=Path, required=True, help="search space YAML")
     profile.add_argument("--device", help="device name (default: from the CPU/GPU model and threads)")
-    profile.add_argument("--backend", choices=["torch", "cuda", "onnxruntime"], default="torch",
-                         help="onnxruntime exports each SubTransformer on the fly (end-to-end only: use --no-tables)")
+    profile.add_argument("--backend", choices=["onnxruntime", "torch", "cuda"], default="onnxruntime",
+                         help="runtime to measure: onnxruntime runs the graphs hat export writes, as hat translate "
+                              "does; torch/cuda time PyTorch eager")
+    profile.add_argument("--precision", choices=["fp32", "int8"], default="fp32",
+                         help="onnxruntime weights: fp32, or int8 as hat export --quantize int8 writes them")
+    profile.add_argument("--provider", default="CPUExecutionProvider",
+                         help="onnxruntime execution provider (e.g. CUDAExecutionProvider)")
     profile.add_argument("--threads", type=int_at_least(1, LIMITS["threads"]), default=1, help="intra-op threads (fixed during measurement)")
     profile.add_argument("--samples", type=int_at_least(0), default=200, help="end-to-end SubTransformers to measure")
     profile.add_argument("--test-samples", type=int_at_least(0), default=0, help="further SubTransformers measured into test.csv")
@@ -29,7 +35,11 @@ def register(commands: argparse._SubParsersAction) -> None:
                          help="vocabulary size of the timed models (default: --data's target dictionary, else 32768)")
     profile.add_argument("--data", type=Path, help="data-bin folder whose target vocabulary the timed models use")
     profile.add_argument("--warmup", type=int_at_least(0, LIMITS["warmup"]), default=5, help="untimed runs before timing")
-    profile.add_argument("--runs", type=int_at_least(1, LIMITS["runs"]), default=20, help="timed runs per model")
+    profile.add_argument("--runs", type=int_at_least(1, LIMITS["runs"]), default=20, help="timed rounds per model")
+    profile.add_argument("--max-runs", type=int_at_least(0, LIMITS["runs"]), default=0,
+                         help="rounds at most while the statistic still moves (0: three times --runs)")
+    profile.add_argument("--statistic", choices=STATISTICS, default="p25",
+                         help="what a workload's latency is, of its timed rounds (see BENCHMARKS.md)")
     profile.add_argument("--seed", type=int_at_least(0, LIMITS["seed"]), default=0, help="seed of the sampled SubTransformers and of the random weights")
     profile.add_argument("--chunk-size", type=int_at_least(1), default=8, help="workloads measured interleaved per chunk")
     profile.add_argument("--steady-tolerance", type=positive_float(), default=0.15,
@@ -81,18 +91,19 @@ def cmd_profile(args: argparse.Namespace) -> int:
     space = SearchSpace.from_yaml(args.space)
     if bool(args.ray_address) != bool(args.ray_resource):
         raise HatError("--ray-address and --ray-resource go together")
-    if args.backend == "onnxruntime" and not args.no_tables:
-        raise HatError("per-layer tables are measured with torch: with --backend onnxruntime add --no-tables")
+    if args.backend != "onnxruntime" and (args.precision != "fp32" or args.provider != "CPUExecutionProvider"):
+        raise HatError("--precision and --provider are for --backend onnxruntime")
     protocol = Protocol(src_len=args.src_len, beam=args.beam, vocab=_vocab(args), warmup=args.warmup,
-                        runs=args.runs, threads=args.threads, seed=args.seed)
+                        runs=args.runs, threads=args.threads, seed=args.seed, statistic=args.statistic,
+                        max_runs=args.max_runs)
     runner = ray_runner(args.ray_address, args.ray_resource) if args.ray_address else None
     if runner is None and args.backend == "cuda":
         from hat.latency.timers import CudaTimer
 
         CudaTimer()  # fails with a clear message when there is no GPU
-    device = args.device or (args.ray_resource if runner else default_device_name(args.backend, args.threads))
+    device = args.device or (args.ray_resource if runner else default_device_name(args.backend, args.threads, args.precision))
     out = check_output_dir(args.out or Path("latency_tables") / safe_file_name(device) / safe_file_name(space.name))
-    collector = LatencyCollector(space, protocol, out, backend=args.backend, runner=runner, chunk_size=args.chunk_size,
+    collector = LatencyCollector(space, protocol, out, backend=_backend(args), runner=runner, chunk_size=args.chunk_size,
                                  steady_tolerance=args.steady_tolerance, retries=args.retries)
     if not args.no_tables:
         collector.collect_tables()
@@ -110,6 +121,20 @@ def cmd_profile(args: argparse.Namespace) -> int:
                  noise["mean_ms"], noise["std_ms"], 100 * noise["cv"], noise["max_over_min"], noise["remeasured"])
     print(json.dumps({"out": str(out), "reference_noise": noise}, indent=2) if args.json else out)
     return 0
+
+
+def _backend(args: argparse.Namespace):
+    if args.backend != "onnxruntime":
+        return args.backend
+    from hat.export.ort_backend import OnnxBackend
+
+    if not args.ray_address:  # measured here: an execution provider this onnxruntime lacks fails now, not later
+        import onnxruntime
+
+        if args.provider not in onnxruntime.get_available_providers():
+            raise HatError(f"--provider {args.provider}: this onnxruntime has "
+                           f"{', '.join(onnxruntime.get_available_providers())}")
+    return OnnxBackend(args.precision, args.provider)
 
 
 def _vocab(args: argparse.Namespace) -> int:
@@ -134,6 +159,14 @@ def _tables(path: Path | None):
     return LatencyTables.load(path / "tables.json" if path.is_dir() else path)
 
 
+def _runtime(device: dict) -> tuple[str, str, str]:
+    """(backend, precision, provider) of a latency file's device record."""
+    from hat.latency.predictor import runtime_of
+
+    runtime = runtime_of({"device": device})
+    return runtime["backend"], runtime["precision"], runtime["provider"]
+
+
 def _print_metrics(name: str, m: dict) -> None:
     print(f"{name}: n={m['n']} RMSE {m['rmse_ms']:.3f} ms | MAPE {m['mape_pct']:.2f}% | "
           f"within ±5% {100 * m['within_5pct']:.1f}% | within ±10% {100 * m['within_10pct']:.1f}% | "
@@ -154,6 +187,9 @@ def cmd_fit(args: argparse.Namespace) -> int:
         raise HatError(f"tables were measured for space '{tables.space_name}', the dataset for '{data.meta.get('space')}'", args.tables)
     if tables is not None and data.meta.get("protocol") not in (None, tables.protocol):
         raise HatError("tables and dataset were measured with different protocols (src-len/beam/vocab)", args.tables)
+    if tables is not None and data.meta.get("device") and _runtime(tables.device) != _runtime(data.meta["device"]):
+        raise HatError(f"tables were measured on {' '.join(_runtime(tables.device))}, the dataset on "
+                       f"{' '.join(_runtime(data.meta['device']))}", args.tables)
     if len(data) < 10:
         raise HatError(f"needs at least 10 rows to fit, got {len(data)}", args.data)
     if args.model == "auto":

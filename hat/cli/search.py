@@ -81,12 +81,12 @@ def cmd_search(args: argparse.Namespace) -> int:
     finally:
         if evaluator is not None:
             evaluator.close()
-    summary = write_search_outputs(result, args.out, extra)
+    summary = write_search_outputs(result, args.out, extra, runtime=predictor.runtime)
     if args.json:
         print(json.dumps({**summary, "summary_file": str(args.out / "summary.json")}, indent=2))
         return 0
     for item in summary["results"]:
-        line = (f"<= {item['constraint_ms']:g} ms: loss {item['loss']:.4f} at {item['predicted_latency_ms']:.2f} ms "
+        line = (f"<= {item['constraint_ms']:g} ms ({summary['latency_unit']}): loss {item['loss']:.4f} at {item['predicted_latency_ms']:.2f} ms "
                 f"predicted -> {args.out / item['config_file']}")
         print(line)
     print(f"{result.evaluations} fitness evaluations in {extra['wall_time_s']:.1f} s; summary: {args.out / 'summary.json'}")

@@ -16,6 +16,29 @@ class StepModel(Protocol):
     def reorder(self, state: dict, rows: np.ndarray) -> dict: ...
 
 
+def start_beam(model: StepModel, src_ids: list[int], beam: int) -> dict:
+    """Encode one source sentence and copy its state to ``beam`` rows."""
+    state = model.encode(np.array([src_ids], dtype=np.int64))
+    return model.reorder(state, np.zeros(beam, dtype=np.int64))
+
+
+def top_candidates(candidates: np.ndarray, count: int) -> np.ndarray:
+    """Indices of the ``count`` largest finite-or-not scores, best first, ties by lower index.
+
+    The same order as a stable sort of ``-candidates`` cut to ``count``, in linear time: a full
+    sort of beam x vocabulary scores at every step is most of a small model's decoding time.
+    """
+    count = min(count, len(candidates))
+    if count == len(candidates):
+        return np.argsort(-candidates, kind="stable")
+    part = np.argpartition(-candidates, count - 1)[:count]
+    threshold = candidates[part].min()
+    above = np.flatnonzero(candidates > threshold)
+    ties = np.flatnonzero(candidates == threshold)[: count - len(above)]
+    chosen = np.concatenate([above, ties])
+    return chosen[np.lexsort((chosen, -candidates[chosen]))]
+
+
 def beam_search(
     model: StepModel,
     src_ids: list[int],
@@ -33,8 +56,13 @@ def beam_search(
     Ties are broken by position (stable sort), so the result is deterministic.
     """
     max_len = int(max_len_a * len(src_ids) + max_len_b)
-    state = model.encode(np.array([src_ids], dtype=np.int64))
-    state = model.reorder(state, np.zeros(beam, dtype=np.int64))
+    return beam_decode(model, start_beam(model, src_ids, beam), max_len, beam=beam, lenpen=lenpen, eos=eos)
+
+
+def beam_decode(model: StepModel, state: dict, max_len: int, *, beam: int = 5, lenpen: float = 1.0, eos: int = 2,
+                min_len: int = 0) -> list[int]:
+    """The beam loop from an encoded ``state`` of ``beam`` rows; EOS is refused before step ``min_len - 1``
+    (``min_len = max_len`` runs exactly ``max_len`` steps, as latency measurement does)."""
     tokens = np.full((beam, 1), eos, dtype=np.int64)
     scores = np.full(beam, -np.inf)
     scores[0] = 0.0  # all rows start identical: expand only one
@@ -45,9 +73,11 @@ def beam_search(
             forced = np.full_like(log_probs, -np.inf)
             forced[:, eos] = log_probs[:, eos]
             log_probs = forced
+        elif step < min_len - 1:
+            log_probs[:, eos] = -np.inf
         candidates = (scores[:, None] + log_probs).reshape(-1)
         vocab = log_probs.shape[1]
-        order = np.argsort(-candidates, kind="stable")[: 2 * beam]
+        order = top_candidates(candidates, 2 * beam)
         rows, next_tokens, next_scores = [], [], []
         for index in order:
             score = candidates[index]

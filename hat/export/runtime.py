@@ -24,23 +24,32 @@ def load_sentencepiece(path: Path) -> Any:
         raise HatError(f"not a sentencepiece model ({' '.join(str(err).split())[:200]})", path) from None
 
 
+def make_session(graph: str | Path | bytes, threads: int | None = None, provider: str = "CPUExecutionProvider") -> Any:
+    """An onnxruntime session (all graph optimizations; ``threads`` intra-op threads, one inter-op)."""
+    import onnxruntime as ort
+
+    if provider not in ort.get_available_providers():
+        raise HatError(f"onnxruntime here has no {provider} (available: {', '.join(ort.get_available_providers())})")
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads:
+        options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    source = graph if isinstance(graph, bytes) else str(graph)
+    try:
+        return ort.InferenceSession(source, options, providers=[provider])
+    except Exception as err:  # noqa: BLE001 - onnxruntime raises its own exception types
+        where = None if isinstance(graph, bytes) else graph
+        raise HatError(f"onnxruntime cannot load the graph: {str(err).splitlines()[0][:300]}", where) from None
+
+
 class OnnxRuntimeModel:
     """Encoder and decoder-step sessions; the state is the padding mask and the key/value caches."""
 
-    def __init__(self, encoder_path: str | Path, decoder_path: str | Path, padding_idx: int = 1,
-                 threads: int | None = None) -> None:
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if threads:
-            options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-        providers = ["CPUExecutionProvider"]
-        try:
-            self.encoder = ort.InferenceSession(str(encoder_path), options, providers=providers)
-            self.decoder = ort.InferenceSession(str(decoder_path), options, providers=providers)
-        except Exception as err:  # noqa: BLE001 - onnxruntime raises its own exception types
-            raise HatError(f"onnxruntime cannot load the graphs: {str(err).splitlines()[0][:300]}", encoder_path) from None
+    def __init__(self, encoder_path: str | Path | bytes, decoder_path: str | Path | bytes, padding_idx: int = 1,
+                 threads: int | None = None, provider: str = "CPUExecutionProvider") -> None:
+        """Graphs as files or as serialized bytes; ``provider``: an onnxruntime execution provider."""
+        self.encoder = make_session(encoder_path, threads, provider)
+        self.decoder = make_session(decoder_path, threads, provider)
         self.cross_names = [o.name for o in self.encoder.get_outputs()][1:]
         inputs = [i.name for i in self.decoder.get_inputs()]
         self.past_names = [n for n in inputs if n.startswith("past_")]
@@ -51,7 +60,8 @@ class OnnxRuntimeModel:
 
     @classmethod
     def from_model_dir(cls, model_dir: str | Path, precision: str = "fp32", threads: int | None = None,
-                       manifest: dict[str, Any] | None = None) -> "OnnxRuntimeModel":
+                       manifest: dict[str, Any] | None = None,
+                       provider: str = "CPUExecutionProvider") -> "OnnxRuntimeModel":
         """``manifest``: the directory's manifest when the caller has read (and so checked) it already."""
         manifest = manifest or read_manifest(model_dir)
         graphs = manifest.get("onnx", {}).get(precision)
@@ -63,7 +73,7 @@ class OnnxRuntimeModel:
             if not (model_dir / name).is_file():
                 raise HatError(f"model directory is missing {name}", model_dir)
         return cls(model_dir / graphs["encoder"], model_dir / graphs["decoder_step"], manifest["dims"]["padding_idx"],
-                   threads)
+                   threads, provider)
 
     def encode(self, src_tokens: np.ndarray) -> dict[str, Any]:
         outputs = self.encoder.run(None, {"src_tokens": src_tokens.astype(np.int64)})
@@ -150,10 +160,10 @@ class TorchModel:
 
 
 def load_runtime(model_dir: str | Path, backend: str = "onnxruntime", precision: str = "fp32", threads: int | None = None,
-                 manifest: dict[str, Any] | None = None):
+                 manifest: dict[str, Any] | None = None, provider: str = "CPUExecutionProvider"):
     """The runtime of an exported model; ``manifest`` spares reading (and hashing) the files again."""
     if backend == "onnxruntime":
-        return OnnxRuntimeModel.from_model_dir(model_dir, precision, threads, manifest)
+        return OnnxRuntimeModel.from_model_dir(model_dir, precision, threads, manifest, provider)
     if backend == "torch":
         if precision != "fp32":
             raise HatError("the torch backend runs the fp32 weights; int8 is for onnxruntime")

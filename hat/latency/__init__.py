@@ -1,14 +1,25 @@
 """Latency: device collector, per-layer lookup tables, end-to-end datasets, predictors.
 
-This path needs only torch (and numpy/scipy); it never imports fairseq.
+Names are imported on first use, so a measuring worker that needs only :mod:`hat.latency.measure`
+and :mod:`hat.latency.protocol` (an onnxruntime device) imports nothing else. Never imports fairseq.
 """
-from hat.latency.collector import LatencyCollector, measure_items, ray_runner, reference_noise
-from hat.latency.dataset import LatencyDataset
-from hat.latency.predictor import LatencyPredictor, fit_auto, metrics
-from hat.latency.protocol import Protocol, TimingStats
-from hat.latency.tables import LatencyTables
+from __future__ import annotations
 
-__all__ = [
-    "LatencyCollector", "LatencyDataset", "LatencyPredictor", "LatencyTables", "Protocol", "TimingStats",
-    "fit_auto", "measure_items", "metrics", "ray_runner", "reference_noise",
-]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "LatencyCollector": "hat.latency.collector", "ray_runner": "hat.latency.collector",
+    "reference_noise": "hat.latency.collector", "LatencyDataset": "hat.latency.dataset",
+    "LatencyPredictor": "hat.latency.predictor", "fit_auto": "hat.latency.predictor", "metrics": "hat.latency.predictor",
+    "Protocol": "hat.latency.protocol", "TimingStats": "hat.latency.measure", "LatencyTables": "hat.latency.tables",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'hat.latency' has no attribute '{name}'")

@@ -16,6 +16,7 @@ import logging
 import random
 from pathlib import Path
 from typing import Any, Callable, Sequence
+from typing import Protocol as Protocol_
 
 import numpy as np
 
@@ -23,7 +24,8 @@ from hat.errors import HatError
 from hat.io import atomic_write_text
 from hat.latency.dataset import COLUMNS, LatencyDataset, write_dataset
 from hat.latency.features import HAT_FEATURES, hat_features
-from hat.latency.protocol import Protocol, TimingStats, device_info
+from hat.latency.measure import total_ms as _total
+from hat.latency.protocol import Protocol
 from hat.latency.tables import LatencyTables, table_entries
 from hat.space import SearchSpace, SubTransformerConfig
 
@@ -31,91 +33,40 @@ log = logging.getLogger(__name__)
 
 Item = dict[str, Any]  # {"kind": ..., "args": [...]} or {"kind": "model", "config": {...}}
 Result = dict[str, Any]  # {"encoder": stats dict or None, "decoder": stats dict or None}
-Runner = Callable[[dict, dict, str, list[Item]], list[Result]]
+Worker = Callable[[dict, dict], dict]  # (protocol, payload) -> {"device": info, "results": [Result]}
+Runner = Callable[[Worker, dict, dict], dict]
 
 TABLES_FILE, DATASET_FILE, REFERENCE_FILE = "tables.json", "dataset.csv", "reference.csv"
 
 
-def measure_items(space_dict: dict, protocol_dict: dict, backend: str, items: list[Item]) -> list[Result]:
-    """Measure ``items`` interleaved (runs wherever it is called: here, or on a Ray node).
+class MeasureBackend(Protocol_):
+    """What runs the workloads: its ``worker`` (a module-level function, so Ray can ship it) runs on
+    the measuring device; ``payload`` runs here and builds what the worker needs, as plain data."""
 
-    Takes and returns plain data so it can travel to a remote device that has only torch installed.
-    """
-    import tempfile
+    name: str
+    precision: str
+    worker: Worker
 
-    import torch
+    def payload(self, space: SearchSpace, protocol: Protocol, items: list[Item]) -> dict: ...
 
-    from hat.latency.timers import make_timer
-
-    space, protocol = SearchSpace.from_dict(space_dict), Protocol(**protocol_dict)
-    timer = make_timer(backend)
-    torch.set_num_threads(protocol.threads)
-    with tempfile.TemporaryDirectory(prefix="hat_measure_") as tmp:
-        return _measure(space, protocol, backend, timer, items, tmp)
+    def prepare(self, space: SearchSpace, protocol: Protocol, items: list[Item]) -> None:
+        """Build, before any timing, what ``payload`` will need for ``items`` (may do nothing)."""
 
 
-def _onnxruntime_parts(space: SearchSpace, config: SubTransformerConfig, protocol: Protocol, tmp: str) -> list:
-    """Export the SubTransformer on the fly and time its two onnxruntime sessions."""
-    from hat.export.graphs import export_onnx
-    from hat.export.runtime import OnnxRuntimeModel
-    from hat.export.verify import ModelWorkload
-    from hat.latency import workloads as wl
-
-    model = wl.build_model(space, config, protocol, "cpu")
-    encoder, decoder = f"{tmp}/{config.archid}.encoder.onnx", f"{tmp}/{config.archid}.decoder.onnx"
-    export_onnx(model, encoder, decoder)
-    work = ModelWorkload(OnnxRuntimeModel(encoder, decoder, model.dims.padding_idx, protocol.threads), protocol)
-    work.encoder()
-    return [work.encoder, work.decoder]
+def run_here(worker: Worker, protocol_dict: dict, payload: dict) -> dict:
+    """The local runner: the worker runs in this process."""
+    return worker(protocol_dict, payload)
 
 
-def _measure(space: SearchSpace, protocol: Protocol, backend: str, timer, items: list[Item], tmp: str) -> list[Result]:
-    from hat.latency import workloads as wl
+def make_backend(backend: str | MeasureBackend) -> MeasureBackend:
+    """A backend object; the names ``torch`` and ``cuda`` stand for :class:`TorchBackend`."""
+    if not isinstance(backend, str):
+        return backend
+    if backend in ("torch", "cuda"):
+        from hat.latency.workloads import TorchBackend
 
-    parts: list[list[Callable[[], object] | None]] = []
-    for item in items:
-        kind, args = item["kind"], item.get("args", [])
-        if kind == "model" and backend == "onnxruntime":
-            parts.append(_onnxruntime_parts(space, SubTransformerConfig.from_dict(item["config"]), protocol, tmp))
-        elif kind == "model":
-            config = SubTransformerConfig.from_dict(item["config"])
-            work = wl.model_workload(wl.build_model(space, config, protocol, timer.device), protocol, timer.device)
-            parts.append([work.encoder, work.decoder])
-        elif backend == "onnxruntime":
-            raise HatError("per-layer tables are measured with torch; with --backend onnxruntime use --no-tables "
-                           "(the predictor then learns from end-to-end measurements)")
-        elif kind == "encoder_layer":
-            parts.append([wl.encoder_layer_workload(space, *args, protocol, timer.device), None])
-        elif kind == "decoder_layer":
-            parts.append([None, wl.decoder_layer_workload(space, *args, protocol, timer.device)])
-        elif kind == "encoder_embedding":
-            parts.append([wl.embedding_workloads(space, args[0], min(space.decoder["embed_dim"]), protocol, timer.device).encoder, None])
-        elif kind == "decoder_embedding_output":
-            parts.append([None, wl.embedding_workloads(space, min(space.encoder["embed_dim"]), args[0], protocol, timer.device).decoder])
-        else:
-            raise HatError(f"unknown measurement kind '{kind}'")
-    for fns in parts:
-        for _ in range(protocol.warmup):
-            for fn in fns:
-                if fn is not None:
-                    fn()
-    samples: list[list[list[float]]] = [[[], []] for _ in items]
-    order = list(range(len(items)))
-    for round_index in range(protocol.runs):
-        shift = round_index % len(order)
-        for i in order[shift:] + order[:shift]:
-            for part, fn in enumerate(parts[i]):
-                if fn is not None:
-                    samples[i][part].append(timer.time_ms(fn))
-    results = []
-    for per_part in samples:
-        stats = [TimingStats.of(s, protocol.trim).__dict__ if s else None for s in per_part]
-        results.append({"encoder": stats[0], "decoder": stats[1]})
-    return results
-
-
-def local_runner() -> Runner:
-    return measure_items
+        return TorchBackend(backend)
+    raise HatError(f"backend '{backend}' is given as an object (hat.export.ort_backend.OnnxBackend for onnxruntime)")
 
 
 def ray_runner(address: str, resource: str) -> Runner:
@@ -130,10 +81,10 @@ def ray_runner(address: str, resource: str) -> Runner:
             f"no node of the Ray cluster at {address} advertises resource '{resource}' "
             f"(custom resources seen: {', '.join(custom) or 'none'})"
         )
-    remote = ray.remote(num_cpus=0, resources={resource: 1}, max_retries=2)(measure_items)
+    remote = ray.remote(num_cpus=0, resources={resource: 1}, max_retries=2)(run_here)
 
-    def run(space_dict: dict, protocol_dict: dict, backend: str, items: list[Item]) -> list[Result]:
-        return ray.get(remote.remote(space_dict, protocol_dict, backend, items))
+    def run(worker: Worker, protocol_dict: dict, payload: dict) -> dict:
+        return ray.get(remote.remote(worker, protocol_dict, payload))
 
     return run
 
@@ -153,7 +104,7 @@ class LatencyCollector:
         protocol: Protocol,
         out_dir: str | Path,
         *,
-        backend: str = "torch",
+        backend: str | MeasureBackend = "torch",
         runner: Runner | None = None,
         chunk_size: int = 8,
         progress: bool = True,
@@ -165,9 +116,9 @@ class LatencyCollector:
         if steady_tolerance <= 0 or retries < 0:
             raise HatError(f"steady tolerance must be > 0 and retries >= 0, got {steady_tolerance}, {retries}")
         self.steady_tolerance, self.retries = steady_tolerance, retries
-        self.space, self.protocol, self.backend = space, protocol, backend
+        self.space, self.protocol, self.backend = space, protocol, make_backend(backend)
         self.out_dir = Path(out_dir)
-        self.runner = runner or local_runner()
+        self.runner = runner or run_here
         self.chunk_size = chunk_size
         self.progress = progress
         self.reference = space.smallest()
@@ -176,8 +127,9 @@ class LatencyCollector:
 
     # ---- shared plumbing ------------------------------------------------------------------
     def _meta(self) -> dict[str, Any]:
-        if self._device is None:
-            self._device = device_info(self.backend, self.protocol.threads)
+        if self._device is None:  # described by the measuring device itself
+            self._device = self.runner(self.backend.worker, self.protocol.to_dict(),
+                                       self.backend.payload(self.space, self.protocol, []))["device"]
         return {
             "format": "hat-latency-v1",
             "space": self.space.name,
@@ -195,7 +147,8 @@ class LatencyCollector:
         from hat.subtransformer import ModelDims
 
         dims = ModelDims.for_space(self.space, self.protocol.vocab, self.protocol.vocab)
-        return {"config": self.reference.to_dict(include_space=False), "dims": asdict(dims)}
+        return {"config": self.reference.to_dict(include_space=False), "dims": asdict(dims),
+                "backend": self.backend.name, "precision": self.backend.precision}
 
     def _check_existing(self, meta: dict[str, Any], path: Path) -> None:
         """Resuming into a file measured with another space or protocol would mix incomparable rows."""
@@ -206,7 +159,8 @@ class LatencyCollector:
 
     def _measure(self, items: list[Item]) -> tuple[list[Result], Result]:
         reference = {"kind": "model", "config": self.reference.to_dict(include_space=False)}
-        results = self.runner(self.space.to_dict(), self.protocol.to_dict(), self.backend, items + [reference])
+        payload = self.backend.payload(self.space, self.protocol, items + [reference])
+        results = self.runner(self.backend.worker, self.protocol.to_dict(), payload)["results"]
         return results[:-1], results[-1]
 
     def _measure_steady(self, stage: str, items: list[Item]) -> tuple[list[Result], Result]:
@@ -230,6 +184,11 @@ class LatencyCollector:
                         "keeping this chunk anyway" if last else "measuring the chunk again")
         return results, reference
 
+    def _prepare(self, items: list[Item]) -> None:
+        if items and hasattr(self.backend, "prepare"):
+            reference = {"kind": "model", "config": self.reference.to_dict(include_space=False)}
+            self.backend.prepare(self.space, self.protocol, items + [reference])
+
     def _reference_rows(self) -> list[dict[str, str]]:
         return read_reference_rows(self.out_dir / REFERENCE_FILE)
 
@@ -243,7 +202,7 @@ class LatencyCollector:
         rows = self._reference_rows()
         rows.append({
             "stage": stage, "index": len(rows),
-            "encoder_ms": f"{result['encoder']['mean']:.4f}", "decoder_ms": f"{result['decoder']['mean']:.4f}",
+            "encoder_ms": f"{_part_ms(result, 'encoder'):.4f}", "decoder_ms": f"{_part_ms(result, 'decoder'):.4f}",
             "accepted": int(accepted),
         })
         out = io.StringIO()
@@ -283,6 +242,7 @@ class LatencyCollector:
         ]
         log.info("latency tables: %d entries to measure (%d already done)", len(todo),
                  sum(len(v) for v in tables.tables.values()))
+        self._prepare([{"kind": t, "args": list(a)} for t, _, a in todo])
         for chunk in self._chunks(todo, "tables"):
             results, reference = self._measure_steady("tables", [{"kind": t, "args": list(a)} for t, _, a in chunk])
             for (table, key, _), result in zip(chunk, results):
@@ -321,6 +281,7 @@ class LatencyCollector:
         wanted = list(configs) if configs is not None else self.sample_configs(samples, seed)
         todo = [c for c in wanted if c.archid not in done]
         log.info("end-to-end dataset: %d configs to measure (%d already in %s)", len(todo), len(done), path)
+        self._prepare([{"kind": "model", "config": c.to_dict(include_space=False)} for c in todo])
         for chunk in self._chunks(todo, "models"):
             results, reference = self._measure_steady(
                 "dataset", [{"kind": "model", "config": c.to_dict(include_space=False)} for c in chunk])
@@ -330,8 +291,9 @@ class LatencyCollector:
         return LatencyDataset.load(path, fmt="hat-latency")
 
 
-def _total(result: Result) -> float:
-    return result["encoder"]["mean"] + result["decoder"]["mean"]
+def _part_ms(result: Result, part: str) -> float:
+    stats = result[part]
+    return float(stats.get("value", stats["mean"]))
 
 
 def dataset_row(config: SubTransformerConfig, result: Result, runs: int, reference_ms: float) -> dict[str, Any]:
@@ -339,7 +301,7 @@ def dataset_row(config: SubTransformerConfig, result: Result, runs: int, referen
     row.update(zip(HAT_FEATURES, (f"{v:g}" for v in hat_features(config))))
     for part in ("encoder", "decoder"):
         stats = result[part]
-        row[f"latency_mean_{part}"] = f"{stats['mean']:.4f}"
+        row[f"latency_mean_{part}"] = f"{_part_ms(result, part):.4f}"  # the protocol's statistic
         row[f"latency_std_{part}"] = f"{stats['std']:.4f}"
         row[f"latency_median_{part}"] = f"{stats['median']:.4f}"
         row[f"latency_iqr_{part}"] = f"{stats['iqr']:.4f}"

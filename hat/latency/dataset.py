@@ -1,7 +1,8 @@
 """End-to-end latency datasets: one measured SubTransformer per row, in CSV.
 
 Our files start with one comment line ``# hat-latency {json}`` (space, protocol, device) and use
-HAT's column names for the ten features and the latency mean/std, so HAT's published CSVs
+HAT's column names for the ten features and the latency mean/std (``latency_mean_*`` holds the
+protocol's statistic, e.g. the 25th percentile of the timed rounds), so HAT's published CSVs
 (``--format hat``: the same columns, no config, no header line) read through the same code.
 """
 from __future__ import annotations
@@ -35,7 +36,7 @@ class LatencyDataset:
     """Rows of (features, encoder ms, decoder ms), with configs when the file has them."""
 
     features: np.ndarray  # (N, 10) HAT's averaged features
-    encoder_ms: np.ndarray  # (N,) trimmed mean
+    encoder_ms: np.ndarray  # (N,) the protocol's statistic (older files: trimmed mean)
     decoder_ms: np.ndarray
     configs: list[SubTransformerConfig] | None = None
     meta: dict[str, Any] = field(default_factory=dict)

@@ -132,7 +132,13 @@ class LatencyPredictor:
         reference = _reference_timing(dataset)
         if reference is not None:
             self.info["reference"] = reference
+        self.info["runtime"] = runtime_of(self.info)
         return self
+
+    @property
+    def runtime(self) -> dict[str, Any]:
+        """The runtime its milliseconds are in: backend, precision, provider, threads, vocab, src_len, beam."""
+        return runtime_of(self.info)
 
     # ---- prediction --------------------------------------------------------------------------
     def _predict_arrays(self, hat10: np.ndarray, sums: np.ndarray | None) -> np.ndarray:
@@ -266,6 +272,27 @@ class LatencyPredictor:
             predicted = self._predict_arrays(corners, None)
             if not np.all(np.isfinite(predicted)) or (predicted <= 0).any():
                 raise ValueError(f"predicts {predicted.min():.4g} ms at the edge of its fitted range")
+
+
+def runtime_of(info: dict[str, Any]) -> dict[str, Any]:
+    """What a predictor's (or dataset's) milliseconds were measured on; older files were torch fp32."""
+    device = info.get("device") if isinstance(info.get("device"), dict) else {}
+    protocol = info.get("protocol") if isinstance(info.get("protocol"), dict) else {}
+    backend = device.get("backend", "torch")
+    return {"backend": backend, "precision": device.get("precision", "fp32"),
+            "provider": device.get("provider", "CUDA" if backend == "cuda" else "CPU"),
+            "threads": device.get("threads", protocol.get("threads")), "vocab": protocol.get("vocab"),
+            "src_len": protocol.get("src_len"), "beam": protocol.get("beam"),
+            "statistic": protocol.get("statistic", "mean")}
+
+
+def describe_runtime(runtime: dict[str, Any]) -> str:
+    """``onnxruntime int8, 1 thread`` and the like, for reports."""
+    threads = runtime.get("threads")
+    name = {"torch": "PyTorch eager", "cuda": "PyTorch CUDA"}.get(runtime["backend"], runtime["backend"])
+    precision = "" if runtime["backend"] in ("torch", "cuda") else f" {runtime['precision']}"
+    provider = f" ({runtime['provider']})" if runtime["backend"] == "onnxruntime" and runtime["provider"] not in ("CPU", "CPUExecutionProvider") else ""
+    return f"{name}{precision}{provider}" + (f", {threads} thread{'s' if threads != 1 else ''}" if threads else "")
 
 
 def _check_finite_params(params: dict[str, Any], message: str) -> None:

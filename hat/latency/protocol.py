@@ -6,8 +6,7 @@ import os
 import platform
 from dataclasses import asdict, dataclass
 
-import numpy as np
-
+from hat.latency.measure import STATISTICS, TimingStats  # noqa: F401 - TimingStats re-exported
 
 # Upper bounds of the protocol's integers: src_len stays inside the models' 1024 positions.
 LIMITS = {"src_len": 1000, "beam": 64, "vocab": 1 << 20, "warmup": 1000, "runs": 100000, "threads": 1024,
@@ -20,7 +19,9 @@ class Protocol:
 
     A run is one encoder pass over ``src_len`` tokens (batch 1) and ``src_len`` incremental decoder
     steps over ``beam`` hypotheses, output projection included. ``warmup`` untimed runs, then
-    ``runs`` timed ones; statistics drop ``trim`` of the samples at each end for the trimmed mean.
+    ``runs`` timed rounds, more (up to ``max_runs``) while the ``statistic`` still moves by more
+    than ``settle`` (see :func:`hat.latency.measure.measure_interleaved`); ``trim`` is the share
+    dropped at each end for the trimmed mean.
     """
 
     src_len: int = 30
@@ -31,6 +32,9 @@ class Protocol:
     trim: float = 0.1
     threads: int = 1
     seed: int = 0
+    statistic: str = "p25"
+    max_runs: int = 0  # 0: three times runs
+    settle: float = 0.01
 
     def __post_init__(self) -> None:
         from hat.errors import HatError
@@ -41,29 +45,23 @@ class Protocol:
             if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
                 raise HatError(f"protocol: {name} must be an integer from {low} to {high}, got {value!r}")
         if isinstance(self.trim, bool) or not isinstance(self.trim, (int, float)) or not 0 <= self.trim < 0.5:
-            raise HatError(f"protocol: warmup must be >= 0 and trim in [0, 0.5), got {self.warmup}, {self.trim}")
+            raise HatError(f"protocol: trim must be in [0, 0.5), got {self.trim!r}")
+        if self.statistic not in STATISTICS:
+            raise HatError(f"protocol: statistic must be one of {', '.join(STATISTICS)}, got {self.statistic!r}")
+        if isinstance(self.max_runs, bool) or not isinstance(self.max_runs, int) or not (
+                self.max_runs == 0 or self.runs <= self.max_runs <= LIMITS["runs"]):
+            raise HatError(f"protocol: max_runs must be 0 (three times runs) or an integer from runs ({self.runs}) "
+                           f"to {LIMITS['runs']}, got {self.max_runs!r}")
+        if isinstance(self.settle, bool) or not isinstance(self.settle, (int, float)) or not 0 < self.settle < 1:
+            raise HatError(f"protocol: settle must be a fraction in (0, 1), got {self.settle!r}")
+
+    @property
+    def round_limit(self) -> int:
+        """The most timed rounds one measurement may take."""
+        return self.max_runs or 3 * self.runs
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-@dataclass(frozen=True)
-class TimingStats:
-    """Statistics of repeated timings, in milliseconds."""
-
-    median: float
-    mean: float  # trimmed mean (HAT's statistic)
-    std: float
-    iqr: float
-    n: int
-
-    @classmethod
-    def of(cls, samples_ms: list[float] | np.ndarray, trim: float) -> "TimingStats":
-        x = np.sort(np.asarray(samples_ms, dtype=float))
-        cut = int(len(x) * trim)
-        kept = x[cut : len(x) - cut] if len(x) - 2 * cut > 0 else x
-        q1, q3 = np.percentile(x, [25, 75])
-        return cls(float(np.median(x)), float(kept.mean()), float(x.std()), float(q3 - q1), len(x))
 
 
 def cpu_model() -> str:
@@ -78,23 +76,29 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def device_info(backend: str, threads: int) -> dict:
-    """What a latency file records about where it was measured."""
-    import torch
+def device_info(backend: str, threads: int, precision: str = "fp32", provider: str | None = None) -> dict:
+    """What a latency file records about where and on which runtime it was measured.
 
+    Runs on the measuring device; for onnxruntime it imports neither torch nor anything else of ours.
+    """
     info = {
         "backend": backend,
+        "precision": precision,
+        "provider": provider or ("CUDA" if backend == "cuda" else "CPU"),
         "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
         "threads": threads,
         "machine": platform.machine(),
         "python": platform.python_version(),
-        "torch": torch.__version__,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
-    if backend == "cuda" and torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name(0)
-        info["cuda"] = torch.version.cuda
+    if backend in ("torch", "cuda"):
+        import torch
+
+        info["torch"] = torch.__version__
+        if backend == "cuda" and torch.cuda.is_available():
+            info["gpu"] = torch.cuda.get_device_name(0)
+            info["cuda"] = torch.version.cuda
     if backend == "onnxruntime":
         import onnxruntime
 
@@ -102,7 +106,7 @@ def device_info(backend: str, threads: int) -> dict:
     return info
 
 
-def default_device_name(backend: str, threads: int) -> str:
+def default_device_name(backend: str, threads: int, precision: str = "fp32") -> str:
     """A file-system friendly name like ``intel-xeon-platinum-8375c_1t`` for ``latency_tables/``."""
     import re
 
@@ -114,4 +118,6 @@ def default_device_name(backend: str, threads: int) -> str:
     slug = re.sub(r"\(r\)|\(tm\)|cpu|@.*$", "", name.lower())
     slug = re.sub(r"[^a-z0-9]+", "-", slug).strip("-")
     suffix = {"torch": "", "cuda": "_cuda", "onnxruntime": "_ort"}[backend]
+    if precision != "fp32":
+        suffix += f"-{precision}"
     return f"{slug}_{threads}t{suffix}"

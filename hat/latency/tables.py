@@ -45,6 +45,11 @@ def table_entries(space: SearchSpace) -> dict[str, list[tuple[str, tuple]]]:
     }
 
 
+def _ms(stats: dict[str, Any]) -> float:
+    """An entry's milliseconds: the protocol's statistic (``value``), or the trimmed mean of older files."""
+    return float(stats.get("value", stats["mean"]))
+
+
 def _parse_key(key: str) -> tuple[int, ...]:
     """``d512_e640_f1024_hs4_hc8_a-1`` -> (512, 640, 1024, 4, 8, -1)."""
     return tuple(int(part.lstrip("edfhsca")) for part in key.split("_"))
@@ -67,14 +72,15 @@ class LatencyTables:
             return self
         baseline = float(sorted(refs)[len(refs) // 2])
         tables = {
-            name: {key: {**e, "mean": e["mean"] * baseline / e["reference_ms"]} if "reference_ms" in e else e
+            name: {key: {**e, "mean": e["mean"] * baseline / e["reference_ms"], "value": _ms(e) * baseline / e["reference_ms"]}
+                   if "reference_ms" in e else e
                    for key, e in entries.items()}
             for name, entries in self.tables.items()
         }
         return LatencyTables(self.space_name, self.space_fingerprint, self.protocol, self.device, tables)
 
     def entry_ms(self, table: str, key: str) -> float:
-        return self.tables[table][key]["mean"]
+        return _ms(self.tables[table][key])
 
     def _lookup(self) -> dict[tuple, float]:
         """Tuple-keyed means, built once: ``estimate`` runs for every candidate of a search."""
@@ -83,7 +89,7 @@ class LatencyTables:
             cache = {}
             for table, entries in self.tables.items():
                 for key, stats in entries.items():
-                    cache[(table, *_parse_key(key))] = stats["mean"]
+                    cache[(table, *_parse_key(key))] = _ms(stats)
             self.__dict__["_lookup_cache"] = cache
         return cache
 
@@ -150,6 +156,7 @@ class LatencyTables:
                 for key, stats in entries.items():
                     _parse_key(key)
                     finite(stats["mean"], f"entry {table}/{key} mean", minimum=0)
+                    finite(stats.get("value", 0.0), f"entry {table}/{key} value", minimum=0)
             for name in ("space", "space_fingerprint"):
                 if not isinstance(data[name], str):
                     raise ValueError(f"'{name}' must be a string")

@@ -124,3 +124,57 @@ def embedding_workloads(
         return out
 
     return Workload(encoder, decoder)
+
+
+# ---- the torch measuring worker ---------------------------------------------------------------------
+def torch_item_workload(space: SearchSpace, protocol: Protocol, item: dict, device: str) -> Workload:
+    """The workload of one collector item (a whole model, a layer or the embeddings)."""
+    kind, args = item["kind"], item.get("args", [])
+    if kind == "model":
+        config = SubTransformerConfig.from_dict(item["config"])
+        return model_workload(build_model(space, config, protocol, device), protocol, device)
+    if kind == "encoder_layer":
+        return Workload(encoder_layer_workload(space, *args, protocol, device), None)
+    if kind == "decoder_layer":
+        return Workload(None, decoder_layer_workload(space, *args, protocol, device))
+    if kind == "encoder_embedding":
+        return Workload(embedding_workloads(space, args[0], min(space.decoder["embed_dim"]), protocol, device).encoder, None)
+    if kind == "decoder_embedding_output":
+        return Workload(None, embedding_workloads(space, min(space.encoder["embed_dim"]), args[0], protocol, device).decoder)
+    from hat.errors import HatError
+
+    raise HatError(f"unknown measurement kind '{kind}'")
+
+
+def measure_torch_items(protocol_dict: dict, payload: dict) -> dict:
+    """Worker of the torch/cuda backends: ``{"device": info, "results": [...]}`` for ``payload["items"]``.
+
+    Takes and returns plain data, so it runs here or on a Ray node that has torch installed.
+    """
+    from hat.latency.measure import measure_interleaved, results_of
+    from hat.latency.protocol import device_info
+    from hat.latency.timers import make_timer
+
+    protocol, backend = Protocol(**protocol_dict), payload["backend"]
+    timer = make_timer(backend)
+    torch.set_num_threads(protocol.threads)
+    space = SearchSpace.from_dict(payload["space"])
+    workloads = {i: torch_item_workload(space, protocol, item, timer.device) for i, item in enumerate(payload["items"])}
+    stats = measure_interleaved(workloads, protocol, timer.time_ms)
+    return {"device": device_info(backend, protocol.threads), "results": results_of(stats, list(workloads), protocol.statistic)}
+
+
+class TorchBackend:
+    """PyTorch eager on the CPU (``torch``) or a GPU (``cuda``): items travel as plain data."""
+
+    precision = "fp32"
+
+    def __init__(self, name: str = "torch") -> None:
+        self.name = name
+        self.worker = measure_torch_items
+
+    def payload(self, space: SearchSpace, protocol: Protocol, items: list[dict]) -> dict:
+        return {"backend": self.name, "space": space.to_dict(), "items": items}
+
+    def prepare(self, space: SearchSpace, protocol: Protocol, items: list[dict]) -> None:
+        """Nothing to build ahead: torch models are built where they are timed."""

@@ -14,10 +14,19 @@ def best_config_path(out_dir: str | Path, constraint_ms: float) -> Path:
     return Path(out_dir) / f"best_{constraint_ms:g}ms.yaml"
 
 
-def write_search_outputs(result: SearchResult, out_dir: str | Path, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+def write_search_outputs(result: SearchResult, out_dir: str | Path, extra: dict[str, Any] | None = None,
+                         runtime: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Write configs, history, summary and plots; ``runtime`` (the predictor's, see
+    :func:`hat.latency.predictor.runtime_of`) says what the milliseconds are."""
+    from hat.latency.predictor import describe_runtime
+
     out = Path(out_dir)
+    unit = describe_runtime(runtime) if runtime else "the predictor's runtime"
     for item in result.results:
-        item.best.config.to_yaml(best_config_path(out, item.constraint_ms))
+        text = item.best.config.to_yaml()
+        header = (f"# best SubTransformer under {item.constraint_ms:g} ms on {unit}: predicted "
+                  f"{item.best.latency_ms:.2f} ms, validation loss {item.best.loss:.4f}\n")
+        atomic_write_text(best_config_path(out, item.constraint_ms), header + text)
     text = io.StringIO()
     writer = csv.DictWriter(text, fieldnames=["constraint_ms", "iteration", "archid", "latency_ms", "loss", "config"],
                             lineterminator="\n")
@@ -25,6 +34,7 @@ def write_search_outputs(result: SearchResult, out_dir: str | Path, extra: dict[
     writer.writerows(result.history)
     atomic_write_text(out / "history.csv", text.getvalue())
     summary = {
+        "latency_runtime": runtime, "latency_unit": unit,
         "evaluations": result.evaluations,
         "feasible_range_ms": list(result.feasible_range_ms),
         "results": [
@@ -40,11 +50,11 @@ def write_search_outputs(result: SearchResult, out_dir: str | Path, extra: dict[
         **(extra or {}),
     }
     atomic_write_json(out / "summary.json", summary)
-    plot_search(result, out)
+    plot_search(result, out, unit)
     return summary
 
 
-def plot_search(result: SearchResult, out: Path) -> None:
+def plot_search(result: SearchResult, out: Path, unit: str = "the predictor's runtime") -> None:
     from hat.plots import pyplot
 
     plt = pyplot()
@@ -76,7 +86,7 @@ def plot_search(result: SearchResult, out: Path) -> None:
         ax.scatter([best.latency_ms], [best.loss], marker="*", s=160, color="red", zorder=5)
         ax.annotate(f"≤ {' / '.join(constraints)} ms", (best.latency_ms, best.loss), textcoords="offset points",
                     xytext=(5, 5))
-    ax.set_xlabel("predicted latency (ms)")
+    ax.set_xlabel(f"predicted latency (ms, {unit})")
     ax.set_ylabel("validation loss")
     ax.set_title("loss vs latency (chosen configs starred)")
     ax.legend()

@@ -1,0 +1,127 @@
+"""Chain exported pieces (:mod:`hat.export.pieces`) into the two graphs of a deployed model.
+
+The result has the inputs and outputs of :func:`hat.export.graphs.export_onnx`'s graphs, so
+:class:`hat.export.runtime.OnnxRuntimeModel` and the numpy beam loop run it unchanged. Every
+layer gets its own copy of its piece's weights, as in a real model. Needs only ``onnx``.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import onnx
+from onnx import helper, numpy_helper
+
+PieceLoader = Callable[[tuple], onnx.ModelProto]  # piece key -> its ONNX model
+
+
+class _Builder:
+    """Accumulates renamed nodes and initializers of piece instances."""
+
+    def __init__(self) -> None:
+        self.nodes: list[onnx.NodeProto] = []
+        self.initializers: list[onnx.TensorProto] = []
+        self.inputs: dict[str, onnx.ValueInfoProto] = {}
+        self.outputs: dict[str, onnx.ValueInfoProto] = {}
+        self.opsets: list[onnx.OperatorSetIdProto] = []
+        self.ir_version = 0
+
+    def add(self, piece: onnx.ModelProto, prefix: str, bindings: dict[str, str]) -> None:
+        """Add one instance of ``piece``: its inputs/outputs renamed by ``bindings``, the rest by ``prefix``."""
+        graph = piece.graph
+        ends = {v.name for v in graph.input} | {v.name for v in graph.output}
+        if not ends <= set(bindings):
+            raise ValueError(f"piece {graph.name}: unbound inputs/outputs {sorted(ends - set(bindings))}")
+        rename = lambda name: "" if name == "" else bindings.get(name, prefix + name)  # noqa: E731
+        for tensor in graph.initializer:
+            copy = onnx.TensorProto()
+            copy.CopyFrom(tensor)
+            copy.name = rename(tensor.name)
+            self.initializers.append(copy)
+        for node in graph.node:
+            if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute):
+                raise ValueError(f"piece {graph.name}: control flow ({node.op_type}) is not supported")
+            copy = onnx.NodeProto()
+            copy.CopyFrom(node)
+            copy.name = prefix + node.name
+            copy.input[:] = [rename(n) for n in node.input]
+            copy.output[:] = [rename(n) for n in node.output]
+            self.nodes.append(copy)
+        for kind, values in (("input", graph.input), ("output", graph.output)):
+            for value in values:
+                info = onnx.ValueInfoProto()
+                info.CopyFrom(value)
+                info.name = bindings[value.name]
+                (self.inputs if kind == "input" else self.outputs).setdefault(info.name, info)
+        if not self.opsets:
+            self.opsets, self.ir_version = list(piece.opset_import), piece.ir_version
+
+    def tile(self, source: str, repeats: int, target: str) -> None:
+        """``target = Tile(source, [1, repeats])`` (the padding mask of k concatenated encoder outputs)."""
+        import numpy as np
+
+        const = f"{target}_repeats"
+        self.initializers.append(numpy_helper.from_array(np.array([1, repeats], dtype=np.int64), const))
+        self.nodes.append(helper.make_node("Tile", [source, const], [target], name=f"{target}_tile"))
+
+    def model(self, name: str, inputs: list[str], outputs: list[str]) -> onnx.ModelProto:
+        graph = helper.make_graph(self.nodes, name, [self.inputs[n] for n in inputs], [self.outputs[n] for n in outputs],
+                                  initializer=self.initializers)
+        return helper.make_model(graph, opset_imports=self.opsets, ir_version=self.ir_version, producer_name="hat")
+
+
+def compose_encoder(keys: dict[str, Any], load: PieceLoader) -> onnx.ModelProto:
+    """src_tokens -> padding_mask, then cross_k_i / cross_v_i of every decoder layer."""
+    builder = _Builder()
+    builder.add(load(keys["encoder_embedding"]), "embed/", {"src_tokens": "src_tokens", "x": "state_0",
+                                                            "padding_mask": "padding_mask"})
+    layers = len(keys["encoder_layers"])
+    for i, key in enumerate(keys["encoder_layers"]):
+        builder.add(load(key), f"encoder_{i}/", {"x": f"state_{i}", "padding_mask": "padding_mask",
+                                                 "y": f"state_{i + 1}"})
+    outputs = ["padding_mask"]
+    for i, key in enumerate(keys["cross_kv"]):
+        k = key[-1]
+        bindings = {f"state_{m}": f"state_{layers - m}" for m in range(k)}  # newest encoder output first
+        bindings.update(cross_k=f"cross_k_{i}", cross_v=f"cross_v_{i}")
+        builder.add(load(key), f"cross_kv_{i}/", bindings)
+        outputs += [f"cross_k_{i}", f"cross_v_{i}"]
+    return builder.model("encoder", ["src_tokens"], outputs)
+
+
+def compose_decoder_step(keys: dict[str, Any], load: PieceLoader) -> onnx.ModelProto:
+    """tokens, positions, padding_mask, cross and past caches -> log_probs and present caches."""
+    builder = _Builder()
+    builder.add(load(keys["decoder_embedding"]), "embed/", {"tokens": "tokens", "positions": "positions", "x": "x_0"})
+    masks: dict[int, str] = {1: "padding_mask"}
+    layers = keys["decoder_layers"]
+    for i, (key, kv_key) in enumerate(zip(layers, keys["cross_kv"])):
+        k = kv_key[-1]
+        if k not in masks:
+            masks[k] = f"padding_mask_x{k}"
+            builder.tile("padding_mask", k, masks[k])
+        builder.add(load(key), f"decoder_{i}/", {
+            "x": f"x_{i}", "cross_mask": masks[k], "cross_k": f"cross_k_{i}", "cross_v": f"cross_v_{i}",
+            "past_k": f"past_k_{i}", "past_v": f"past_v_{i}", "y": f"x_{i + 1}",
+            "present_k": f"present_k_{i}", "present_v": f"present_v_{i}",
+        })
+    builder.add(load(keys["output"]), "output/", {"x": f"x_{len(layers)}", "log_probs": "log_probs"})
+    if "padding_mask" not in builder.inputs:  # every layer attends to k > 1 outputs: the mask enters via Tile only
+        builder.inputs["padding_mask"] = _mask_input(load(layers[0]))
+    n = len(layers)
+    inputs = ["tokens", "positions", "padding_mask"] + [f"cross_{t}_{i}" for i in range(n) for t in ("k", "v")]
+    inputs += [f"past_{t}_{i}" for i in range(n) for t in ("k", "v")]
+    outputs = ["log_probs"] + [f"present_{t}_{i}" for i in range(n) for t in ("k", "v")]
+    return builder.model("decoder_step", inputs, outputs)
+
+
+def _mask_input(layer_piece: onnx.ModelProto) -> onnx.ValueInfoProto:
+    info = onnx.ValueInfoProto()
+    info.CopyFrom(next(v for v in layer_piece.graph.input if v.name == "cross_mask"))
+    info.name = "padding_mask"
+    info.type.tensor_type.shape.dim[1].dim_param = "src_len"
+    return info
+
+
+def compose_model(keys: dict[str, Any], load: PieceLoader) -> tuple[bytes, bytes]:
+    """Serialized (encoder, decoder step) graphs of the model whose pieces are ``keys``."""
+    return compose_encoder(keys, load).SerializeToString(), compose_decoder_step(keys, load).SerializeToString()
