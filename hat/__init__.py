@@ -6,7 +6,7 @@ Names are imported on first use, so ``import hat`` stays light: the onnxruntime 
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import Any, Callable
 
 __version__ = "0.1.0"
 
@@ -30,12 +30,20 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(_EXPORTS[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'hat' has no attribute '{name}'")
+def lazy_exports(module: str, exports: dict[str, str], namespace: dict[str, Any]) -> Callable[[str], Any]:
+    """A module ``__getattr__`` that imports each name of ``exports`` from its module on first use."""
+
+    def lookup(name: str) -> Any:
+        if name in exports:
+            value = getattr(importlib.import_module(exports[name]), name)
+            namespace[name] = value
+            return value
+        raise AttributeError(f"module '{module}' has no attribute '{name}'")
+
+    return lookup
+
+
+__getattr__ = lazy_exports("hat", _EXPORTS, globals())
 
 
 def __dir__() -> list[str]:

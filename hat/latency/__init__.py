@@ -5,8 +5,7 @@ and :mod:`hat.latency.protocol` (an onnxruntime device) imports nothing else. Ne
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from hat import lazy_exports
 
 _EXPORTS = {
     "LatencyCollector": "hat.latency.collector", "ray_runner": "hat.latency.collector",
@@ -15,11 +14,4 @@ _EXPORTS = {
     "Protocol": "hat.latency.protocol", "TimingStats": "hat.latency.measure", "LatencyTables": "hat.latency.tables",
 }
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(_EXPORTS[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'hat.latency' has no attribute '{name}'")
+__getattr__ = lazy_exports(__name__, _EXPORTS, globals())
