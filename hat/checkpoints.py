@@ -11,10 +11,12 @@ from typing import Any
 
 import torch
 
+from hat.defaults import ACTIVATION_DROPOUT, ATTENTION_DROPOUT, DROPOUT
 from hat.errors import HatError
 from hat.io import file_sha256
 from hat.space import SearchSpace, SubTransformerConfig
 from hat.supernet import SuperTransformer
+from hat.tokens import PAD
 
 PREFIXES = (("encoder.inner.", "encoder."), ("decoder.inner.", "decoder."))
 
@@ -134,10 +136,10 @@ def load_supernet(path: str | Path, space: SearchSpace | None = None) -> LoadedC
         stored,
         src_vocab_size=embed.shape[0],
         tgt_vocab_size=out_embed.shape[0],
-        padding_idx=1,
-        dropout=float(model_cfg.get("dropout", 0.3)),
-        attention_dropout=float(model_cfg.get("attention_dropout", 0.1)),
-        activation_dropout=float(model_cfg.get("activation_dropout", 0.0)),
+        padding_idx=PAD,
+        dropout=float(model_cfg.get("dropout", DROPOUT)),
+        attention_dropout=float(model_cfg.get("attention_dropout", ATTENTION_DROPOUT)),
+        activation_dropout=float(model_cfg.get("activation_dropout", ACTIVATION_DROPOUT)),
         max_positions=max(int(model_cfg.get("max_source_positions", 1024)), int(model_cfg.get("max_target_positions", 1024))),
     )
     renamed = {}

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from hat.data.batches import Batch
 from hat.errors import HatError
 from hat.modules import EncoderDecoder
+from hat.tokens import PAD
 
 
 def label_smoothed_loss(logits: torch.Tensor, target: torch.Tensor, epsilon: float, pad: int) -> tuple[float, int]:
@@ -30,7 +31,7 @@ def label_smoothed_loss(logits: torch.Tensor, target: torch.Tensor, epsilon: flo
 
 
 @torch.inference_mode()
-def validation_loss(model: EncoderDecoder, batches: Sequence[Batch], label_smoothing: float = 0.1, pad: int = 1) -> float:
+def validation_loss(model: EncoderDecoder, batches: Sequence[Batch], label_smoothing: float = 0.1, pad: int = PAD) -> float:
     """fairseq's reported ``loss`` (base 2, per target token) of ``model`` on ``batches``."""
     total, tokens = 0.0, 0
     for batch in batches:

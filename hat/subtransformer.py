@@ -133,15 +133,3 @@ def count_parameters(config: SubTransformerConfig, dims: ModelDims, include_embe
         else:
             total += dims.src_vocab_size * e + dims.tgt_vocab_size * d
     return total
-
-
-def count_parameters_in_space(
-    space: SearchSpace, config: SubTransformerConfig, src_vocab_size: int, tgt_vocab_size: int
-) -> dict[str, int]:
-    """Both counts (with and without embeddings) for a config of ``space``."""
-    space.validate(config)
-    dims = ModelDims.for_space(space, src_vocab_size, tgt_vocab_size)
-    return {
-        "parameters": count_parameters(config, dims),
-        "parameters_without_embeddings": count_parameters(config, dims, include_embeddings=False),
-    }

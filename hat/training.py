@@ -12,6 +12,7 @@ import logging
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from hat.defaults import ATTENTION_DROPOUT, DROPOUT
 from hat.errors import HatError
 
 PLUGIN_DIR = Path(__file__).resolve().parent / "fairseq_plugin"
@@ -29,8 +30,8 @@ DEFAULTS: dict[str, Any] = {
     "criterion": "label_smoothed_cross_entropy",
     "label-smoothing": 0.1,
     "max-tokens": 4096,
-    "dropout": 0.3,
-    "attention-dropout": 0.1,
+    "dropout": DROPOUT,
+    "attention-dropout": ATTENTION_DROPOUT,
     "seed": 1,
     "log-format": "simple",
     "log-interval": 50,

@@ -37,6 +37,21 @@ decoder: {embed_dim: [16, 8], layers: [1, 2], ffn_dim: [32, 16], self_heads: [2,
 """
 
 
+# Tests using these fixtures prepare data or train a model: they belong to the slow tier.
+SLOW_FIXTURES = {"data_bin", "trained", "exported"}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "slow: prepares data, trains, exports or runs for seconds "
+                                       "(the unit tier is `pytest -m \"not slow\"`)")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def piece_cache(tmp_path_factory) -> Path:
     """Exported onnxruntime pieces go to one folder of this test session (never the user's cache)."""

@@ -40,6 +40,7 @@ def test_space_check_hat_config_with_counts(capsys):
     assert data["valid"] and data["parameters"] - data["parameters_without_embeddings"] == 32768 * 512
 
 
+@pytest.mark.slow  # a subprocess per case
 @pytest.mark.parametrize(
     "config_text, message",
     [

@@ -91,13 +91,19 @@ def test_protocol_refuses_bad_measurement_settings(bad) -> None:
         Protocol(**bad)
 
 
-def test_top_candidates_equal_a_stable_sort_with_ties() -> None:
-    from hat.export.beam import top_candidates
+def test_best_expansions_equal_a_stable_sort_of_all_scores_with_ties() -> None:
+    from hat.export.beam import best_expansions
 
     rng = np.random.default_rng(0)
-    for _ in range(200):
-        scores = rng.integers(0, 6, size=rng.integers(1, 60)).astype(float)  # many ties
-        scores[rng.random(len(scores)) < 0.2] = -np.inf
-        count = int(rng.integers(1, len(scores) + 1))
-        expected = np.argsort(-scores, kind="stable")[:count]
-        assert top_candidates(scores, count).tolist() == expected.tolist()
+    for _ in range(500):
+        rows, vocab = int(rng.integers(1, 6)), int(rng.integers(1, 40))
+        log_probs = rng.integers(-5, 1, size=(rows, vocab)).astype(np.float32)  # many ties
+        log_probs[rng.random(log_probs.shape) < 0.2] = -np.inf
+        scores = rng.integers(-3, 1, size=rows).astype(float)
+        scores[rng.random(rows) < 0.3] = -np.inf
+        count = int(rng.integers(1, 2 * vocab + 3))
+        flat = (scores[:, None] + log_probs.astype(np.float64)).reshape(-1)
+        expected = [int(i) for i in np.argsort(-flat, kind="stable")[:count] if np.isfinite(flat[i])]
+        chosen_rows, tokens, chosen = best_expansions(scores, log_probs, count)
+        assert (chosen_rows * vocab + tokens).tolist() == expected
+        assert chosen.tolist() == flat[expected].tolist()

@@ -95,7 +95,6 @@ def test_dataset_rows_header_and_resume_after_kill(micro, tmp_path):
     assert (data.encoder_ms > 0).all() and (data.decoder_ms > 0).all()
     reference = list(csv.DictReader((tmp_path / "reference.csv").open()))
     assert sum(r["accepted"] == "1" for r in reference) == 3  # one kept reference timing per chunk
-    assert data.drift_corrected().total_ms.shape == data.total_ms.shape
 
 
 class ScriptedRunner:
@@ -167,7 +166,11 @@ def test_mlp_and_table_predictors_round_trip(micro, tmp_path):
         again = LatencyPredictor.load(tmp_path / f"{kind}.json")
         assert np.allclose(again.predict(data.configs), predictor.predict(data.configs), rtol=1e-6)
     model, scores = fit_auto(data, tables, seed=0, mlp=FAST_MLP)
-    assert model.kind in scores and set(scores) == {"linear", "mlp", "table"}
+    assert set(scores) == {"linear", "mlp", "table"}
+    refit = LatencyPredictor(model.kind, tables=tables, mlp=FAST_MLP).fit(data, seed=0)
+    assert np.allclose(model.predict(data.configs), refit.predict(data.configs), rtol=1e-9)  # refitted on all rows
+    assert not np.allclose(model.predict(data.configs), LatencyPredictor(model.kind, tables=tables, mlp=FAST_MLP)
+                           .fit(data.subset(np.arange(20)), seed=0).predict(data.configs), rtol=1e-6)
 
 
 def test_fit_auto_cross_validates_every_row_and_prefers_the_simpler_kind(micro, tmp_path):
@@ -301,6 +304,7 @@ def test_profile_and_predictor_cli(micro, tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["latency_ms"] > 0
 
 
+@pytest.mark.slow
 def test_ray_runner_measures_on_the_node_with_the_resource(micro, tmp_path):
     ray = pytest.importorskip("ray")
     from hat.latency import ray_runner
@@ -325,6 +329,7 @@ decoder: {embed_dim: [8], layers: [1, 2], ffn_dim: [8, 16], self_heads: [1], cro
 """
 
 
+@pytest.mark.slow
 def test_onnxruntime_tables_dataset_and_predictor(piece_cache, tmp_path, capsys):
     pytest.importorskip("onnxruntime")
     from hat.cli import main
@@ -358,7 +363,7 @@ def test_onnxruntime_tables_dataset_and_predictor(piece_cache, tmp_path, capsys)
     assert (reference["backend"], reference["precision"]) == ("onnxruntime", "int8")
     protocol = Protocol(**predictor.info["protocol"])
     stats = measure_interleaved({"r": reference_workload(reference, protocol, predictor.info["space_spec"])}, protocol)
-    now = stats["r"]["encoder"].value("p25") + stats["r"]["decoder"].value("p25")
+    now = stats["r"]["encoder"].value(protocol.statistic) + stats["r"]["decoder"].value(protocol.statistic)
     assert reference["total_ms"] / 3 < now < reference["total_ms"] * 3
     assert main(base + ["--samples", "1", "--precision", "int8", "--backend", "torch"]) == 2  # onnxruntime options only
 

@@ -33,6 +33,7 @@ def hat(env: dict[str, str], *args: str, cwd: Path) -> subprocess.CompletedProce
     return subprocess.run([sys.executable, "-m", "hat", *args], capture_output=True, text=True, env=env, cwd=cwd)
 
 
+@pytest.mark.slow
 def test_wheel_runs_shipped_spaces_and_predictors_outside_the_checkout(installed, tmp_path):
     where = subprocess.run([sys.executable, "-c", "import hat; print(hat.__file__)"], capture_output=True, text=True,
                            env=installed, cwd=tmp_path)

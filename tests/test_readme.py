@@ -42,6 +42,7 @@ def constraints(workdir: Path) -> tuple[float, float]:
     return round(low + 0.5 * (high - low), 1), round(low + 0.8 * (high - low), 1)
 
 
+@pytest.mark.slow
 def test_readme_pipeline_runs_as_written(tmp_path):
     commands = pipeline_commands()
     assert len(commands) == 11 and all(c.startswith(("hat ", "echo ")) for c in commands), commands

@@ -59,15 +59,13 @@ def test_rerunning_a_finished_training_changes_nothing(trained, data_bin, tmp_pa
 
 
 def test_update_sampling_is_a_function_of_seed_and_update(tiny_space):
-    from hat.training import load_plugin
+    from hat.space import update_configs
 
-    load_plugin()
-    tasks = sys.modules["fairseq_plugin.tasks"]
-    per_update = [tasks.update_configs(tiny_space, "uniform", 1, n)[0].archid for n in range(40)]
+    per_update = [update_configs(tiny_space, "uniform", 1, n)[0].archid for n in range(40)]
     assert len(set(per_update)) > 30
-    assert per_update == [tasks.update_configs(tiny_space, "uniform", 1, n)[0].archid for n in range(40)]
-    assert per_update != [tasks.update_configs(tiny_space, "uniform", 2, n)[0].archid for n in range(40)]
-    sandwich = tasks.update_configs(tiny_space, "sandwich", 1, 7)
+    assert per_update == [update_configs(tiny_space, "uniform", 1, n)[0].archid for n in range(40)]
+    assert per_update != [update_configs(tiny_space, "uniform", 2, n)[0].archid for n in range(40)]
+    sandwich = update_configs(tiny_space, "sandwich", 1, 7)
     assert sandwich[:2] == [tiny_space.largest(), tiny_space.smallest()] and sandwich[2].archid == per_update[7]
 
 
@@ -76,6 +74,7 @@ def test_train_step_activates_the_update_config(data_bin, tiny_space):
     from fairseq import options, tasks as fairseq_tasks
     from fairseq.dataclass.utils import convert_namespace_to_omegaconf
 
+    from hat.space import update_configs
     from hat.training import build_train_argv, load_plugin
 
     load_plugin()
@@ -91,10 +90,9 @@ def test_train_step_activates_the_update_config(data_bin, tiny_space):
         def backward(self, loss):
             loss.backward()
 
-    plugin_tasks = sys.modules["fairseq_plugin.tasks"]
     for update in (3, 3, 4):
         task.train_step(sample, model, criterion, NoOptimizer(), update)
-        assert model.supernet.active_config == plugin_tasks.update_configs(model.space, "uniform", cfg.task.seed, update)[0]
+        assert model.supernet.active_config == update_configs(model.space, "uniform", cfg.task.seed, update)[0]
     _, _, log = task.valid_step(sample, model, criterion)
     assert log["loss_largest"] == log["loss"] and "loss_smallest" in log
 

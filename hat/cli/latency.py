@@ -10,7 +10,7 @@ from hat.cli.options import float_at_least, int_at_least, positive_float
 from hat.errors import HatError
 from hat.io import check_output_dir, check_output_file, safe_file_name
 from hat.latency.measure import STATISTICS
-from hat.latency.protocol import LIMITS
+from hat.latency.protocol import LIMITS, Protocol
 
 log = logging.getLogger("hat.profile")
 
@@ -26,21 +26,21 @@ def register(commands: argparse._SubParsersAction) -> None:
                          help="onnxruntime weights: fp32, or int8 as hat export --quantize int8 writes them")
     profile.add_argument("--provider", default="CPUExecutionProvider",
                          help="onnxruntime execution provider (e.g. CUDAExecutionProvider)")
-    profile.add_argument("--threads", type=int_at_least(1, LIMITS["threads"]), default=1, help="intra-op threads (fixed during measurement)")
+    profile.add_argument("--threads", type=int_at_least(1, LIMITS["threads"]), default=Protocol.threads, help="intra-op threads (fixed during measurement)")
     profile.add_argument("--samples", type=int_at_least(0), default=200, help="end-to-end SubTransformers to measure")
     profile.add_argument("--test-samples", type=int_at_least(0), default=0, help="further SubTransformers measured into test.csv")
-    profile.add_argument("--src-len", type=int_at_least(1, LIMITS["src_len"]), default=30, help="source length of the timed translation (tokens)")
-    profile.add_argument("--beam", type=int_at_least(1, LIMITS["beam"]), default=5, help="beam size of the timed translation")
+    profile.add_argument("--src-len", type=int_at_least(1, LIMITS["src_len"]), default=Protocol.src_len, help="source length of the timed translation (tokens)")
+    profile.add_argument("--beam", type=int_at_least(1, LIMITS["beam"]), default=Protocol.beam, help="beam size of the timed translation")
     profile.add_argument("--vocab", type=int_at_least(8, LIMITS["vocab"]),
                          help="vocabulary size of the timed models (default: --data's target dictionary, else 32768)")
     profile.add_argument("--data", type=Path, help="data-bin folder whose target vocabulary the timed models use")
-    profile.add_argument("--warmup", type=int_at_least(0, LIMITS["warmup"]), default=5, help="untimed runs before timing")
-    profile.add_argument("--runs", type=int_at_least(1, LIMITS["runs"]), default=20, help="timed rounds per model")
-    profile.add_argument("--max-runs", type=int_at_least(0, LIMITS["runs"]), default=0,
+    profile.add_argument("--warmup", type=int_at_least(0, LIMITS["warmup"]), default=Protocol.warmup, help="untimed runs before timing")
+    profile.add_argument("--runs", type=int_at_least(1, LIMITS["runs"]), default=Protocol.runs, help="timed rounds per model")
+    profile.add_argument("--max-runs", type=int_at_least(0, LIMITS["runs"]), default=Protocol.max_runs,
                          help="rounds at most while the statistic still moves (0: three times --runs)")
-    profile.add_argument("--statistic", choices=STATISTICS, default="p25",
+    profile.add_argument("--statistic", choices=STATISTICS, default=Protocol.statistic,
                          help="what a workload's latency is, of its timed rounds (see BENCHMARKS.md)")
-    profile.add_argument("--seed", type=int_at_least(0, LIMITS["seed"]), default=0, help="seed of the sampled SubTransformers and of the random weights")
+    profile.add_argument("--seed", type=int_at_least(0, LIMITS["seed"]), default=Protocol.seed, help="seed of the sampled SubTransformers and of the random weights")
     profile.add_argument("--chunk-size", type=int_at_least(1), default=8, help="workloads measured interleaved per chunk")
     profile.add_argument("--steady-tolerance", type=positive_float(), default=0.15,
                          help="measure a chunk again when the reference model ran this much slower than before (fraction)")
@@ -61,8 +61,6 @@ def register(commands: argparse._SubParsersAction) -> None:
     fit.add_argument("--model", choices=["auto", "table", "linear", "mlp"], default="auto",
                      help="auto: 5-fold cross-validation; the simplest kind within 15%% of the best MAPE")
     fit.add_argument("--seed", type=int, default=0, help="seed of the cross-validation folds and of the MLP")
-    fit.add_argument("--correct-drift", action="store_true",
-                     help="rescale rows and table entries by the reference model timed in their chunk")
     fit.add_argument("--out", type=Path, required=True, help="predictor JSON to write")
     fit.add_argument("--json", action="store_true", help="print the cross-validation scores as JSON")
     fit.set_defaults(handler=cmd_fit)
@@ -72,7 +70,6 @@ def register(commands: argparse._SubParsersAction) -> None:
     ev.add_argument("--data", type=Path, required=True, help="dataset CSV to evaluate on")
     ev.add_argument("--format", choices=["auto", "hat", "hat-latency"], default="auto", help="CSV flavour (see hat predictor fit)")
     ev.add_argument("--plot", type=Path, help="write a predicted-vs-measured PNG")
-    ev.add_argument("--correct-drift", action="store_true", help="rescale rows by their chunk's reference timing")
     ev.add_argument("--json", action="store_true", help="print the metrics as JSON")
     ev.set_defaults(handler=cmd_eval)
 
@@ -180,9 +177,6 @@ def cmd_fit(args: argparse.Namespace) -> int:
     check_output_file(args.out, "predictor file")
     data = LatencyDataset.load(args.data, args.format)
     tables = _tables(args.tables)
-    if args.correct_drift:
-        data = data.drift_corrected()
-        tables = tables.drift_corrected() if tables is not None else None
     if tables is not None and data.meta.get("space_fingerprint") not in (None, tables.space_fingerprint):
         raise HatError(f"tables were measured for space '{tables.space_name}', the dataset for '{data.meta.get('space')}'", args.tables)
     if tables is not None and data.meta.get("protocol") not in (None, tables.protocol):
@@ -215,8 +209,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
         check_output_file(args.plot, "plot file")
     predictor = LatencyPredictor.load(args.predictor)
     data = LatencyDataset.load(args.data, args.format)
-    if args.correct_drift:
-        data = data.drift_corrected()
     fingerprint = data.meta.get("space_fingerprint")
     if fingerprint and predictor.info.get("space_fingerprint") not in (None, fingerprint):
         raise HatError(f"dataset is for space '{data.meta.get('space')}', predictor for '{predictor.info.get('space')}'", args.data)

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hat.subtransformer import SubTransformer
+from hat.tokens import FIRST_WORD
 
 
 def cache_names(num_layers: int) -> tuple[list[str], list[str], list[str]]:
@@ -72,7 +73,7 @@ class DecoderStepGraph(nn.Module):
 def example_inputs(model: SubTransformer, batch: int = 2, src_len: int = 7, past_len: int = 3):
     """Inputs with sizes >= 2 so the exporter keeps every dynamic dimension symbolic."""
     pad = model.dims.padding_idx
-    src = torch.randint(pad + 3, model.dims.src_vocab_size, (batch, src_len))
+    src = torch.randint(FIRST_WORD, model.dims.src_vocab_size, (batch, src_len))
     with torch.no_grad():
         enc = EncoderGraph(model)(src)
     mask, cross = enc[0], enc[1:]
@@ -82,7 +83,7 @@ def example_inputs(model: SubTransformer, batch: int = 2, src_len: int = 7, past
         heads = layer.self_attn.num_heads
         # Distinct tensors: the exporter merges aliased example inputs into one graph input.
         past += [torch.randn(batch, heads, past_len, qkv // heads) for _ in range(2)]
-    tokens = torch.randint(pad + 3, model.dims.tgt_vocab_size, (batch, 1))
+    tokens = torch.randint(FIRST_WORD, model.dims.tgt_vocab_size, (batch, 1))
     positions = torch.full((batch, 1), pad + 1 + past_len, dtype=torch.long)
     return src, (tokens, positions, mask, *cross, *past)
 

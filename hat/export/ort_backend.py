@@ -38,6 +38,8 @@ class OnnxBackend:
         self.worker = measure_onnx_items
         self._caches: dict[Any, Any] = {}
         self._protos: dict[Any, Any] = {}
+        self._composed: set[tuple] = set()
+        self._repeated: dict[tuple, tuple[bytes, bytes]] = {}
 
     def _pieces(self, space: SearchSpace, vocab: int, seed: int) -> Any:
         from hat.export.pieces import PieceCache
@@ -57,8 +59,15 @@ class OnnxBackend:
         from hat.export.compose import compose_model
         from hat.export.pieces import piece_keys
 
+        key = (space.fingerprint, config.archid, vocab, seed)
+        if key in self._repeated:
+            return self._repeated[key]
         cache = self._pieces(space, vocab, seed)
-        return compose_model(piece_keys(config), lambda key: self._proto(cache, key))
+        graphs = compose_model(piece_keys(config), lambda piece: self._proto(cache, piece))
+        if key in self._composed:  # asked for again (the collector's reference model, every chunk): keep it
+            self._repeated[key] = graphs
+        self._composed.add(key)
+        return graphs
 
     def prepare(self, space: SearchSpace, protocol: Any, items: list[dict]) -> None:
         """Export every piece ``items`` will need, in parallel, before any timing starts."""

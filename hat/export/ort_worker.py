@@ -16,8 +16,8 @@ from hat.export.beam import beam_decode, start_beam
 from hat.export.runtime import OnnxRuntimeModel, make_session
 from hat.latency.measure import measure_interleaved, results_of
 from hat.latency.protocol import Protocol, device_info
+from hat.tokens import EOS, FIRST_WORD
 
-EOS = 2
 
 
 class BeamWorkload:
@@ -26,7 +26,7 @@ class BeamWorkload:
     def __init__(self, runtime: Any, protocol: Protocol) -> None:
         self.runtime, self.protocol = runtime, protocol
         rng = np.random.default_rng(protocol.seed)
-        self.src = rng.integers(EOS + 1, protocol.vocab, size=protocol.src_len).tolist()
+        self.src = rng.integers(FIRST_WORD, protocol.vocab, size=protocol.src_len).tolist()
         self.state: dict = {}
         self.encoder()
 
@@ -35,7 +35,7 @@ class BeamWorkload:
 
     def decoder(self) -> None:
         p = self.protocol
-        beam_decode(self.runtime, dict(self.state), p.src_len, beam=p.beam, eos=EOS, min_len=p.src_len)
+        beam_decode(self.runtime, dict(self.state), p.src_len, beam=p.beam, eos=EOS, min_len=p.src_len - 1)
 
 
 class PieceWorkload:
@@ -67,7 +67,7 @@ class PieceWorkload:
             raise ValueError(f"unknown measurement kind '{kind}'")
 
     def _tokens(self, rows: int, length: int) -> np.ndarray:
-        return self.rng.integers(EOS + 1, self.protocol.vocab, size=(rows, length), dtype=np.int64)
+        return self.rng.integers(FIRST_WORD, self.protocol.vocab, size=(rows, length), dtype=np.int64)
 
     def _normal(self, *shape: int) -> np.ndarray:
         return self.rng.standard_normal(shape).astype(np.float32)

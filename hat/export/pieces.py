@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hat.subtransformer import SubTransformer
+from hat.tokens import FIRST_WORD
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +146,7 @@ def _piece_io(model: SubTransformer, kind: str, args: tuple, Dim: Any) -> tuple:
     qkv = model.dims.qkv_dim
     pad = model.dims.padding_idx
     if kind == "encoder_embedding":
-        src = torch.randint(pad + 3, model.dims.src_vocab_size, (2, 7))
+        src = torch.randint(FIRST_WORD, model.dims.src_vocab_size, (2, 7))
         return (EncoderEmbeddingPiece(model), (src,), ({0: batch, 1: src_len},), ["src_tokens"],
                 ["x", "padding_mask"])
     if kind == "encoder_layer":
@@ -159,7 +160,7 @@ def _piece_io(model: SubTransformer, kind: str, args: tuple, Dim: Any) -> tuple:
         return (CrossKvPiece(model.decoder.layers[0]), states, shapes,
                 [f"state_{i}" for i in range(k)], ["cross_k", "cross_v"])
     if kind == "decoder_embedding":
-        tokens = torch.randint(pad + 3, model.dims.tgt_vocab_size, (2, 1))
+        tokens = torch.randint(FIRST_WORD, model.dims.tgt_vocab_size, (2, 1))
         return (DecoderEmbeddingPiece(model), (tokens, torch.full((2, 1), pad + 4)), ({0: batch}, {0: batch}),
                 ["tokens", "positions"], ["x"])
     if kind == "decoder_layer":

@@ -12,6 +12,7 @@ from fairseq.models import (
     register_model,
 )
 
+from hat.defaults import ACTIVATION_DROPOUT, ATTENTION_DROPOUT, DROPOUT
 from hat.errors import HatError
 from hat.modules import reorder_incremental_state
 from hat.space import SearchSpace, SubTransformerConfig
@@ -21,9 +22,9 @@ from hat.supernet import SuperTransformer
 @dataclass
 class HatTransformerConfig(FairseqDataclass):
     search_space: str = field(default="", metadata={"help": "search space YAML file"})
-    dropout: float = field(default=0.3, metadata={"help": "dropout at the super width (scaled per SubTransformer)"})
-    attention_dropout: float = field(default=0.1, metadata={"help": "attention dropout"})
-    activation_dropout: float = field(default=0.0, metadata={"help": "dropout after the FFN activation"})
+    dropout: float = field(default=DROPOUT, metadata={"help": "dropout at the super width (scaled per SubTransformer)"})
+    attention_dropout: float = field(default=ATTENTION_DROPOUT, metadata={"help": "attention dropout"})
+    activation_dropout: float = field(default=ACTIVATION_DROPOUT, metadata={"help": "dropout after the FFN activation"})
     max_source_positions: int = field(default=1024, metadata={"help": "max source length"})
     max_target_positions: int = field(default=1024, metadata={"help": "max target length"})
 

@@ -1,7 +1,6 @@
 """``--task hat_translation``: translation where every update trains one sampled SubTransformer."""
 
 import math
-import random
 from dataclasses import dataclass, field
 
 import torch
@@ -11,9 +10,8 @@ from fairseq.tasks.translation import TranslationConfig, TranslationTask
 from omegaconf import II
 
 from hat.errors import HatError
-from hat.space import SubTransformerConfig
+from hat.space import SAMPLERS, SubTransformerConfig, update_configs
 
-SAMPLERS = ("uniform", "sandwich")
 LOSS_KEYS = ("loss", "nll_loss")
 
 
@@ -27,15 +25,6 @@ class HatTranslationConfig(TranslationConfig):
         default="", metadata={"help": "train (or generate with) this fixed SubTransformer config YAML"}
     )
     seed: int = II("common.seed")
-
-
-def update_configs(space, sampler: str, seed: int, update_num: int) -> list[SubTransformerConfig]:
-    """The SubTransformer(s) of one update, a pure function of (seed, update_num): every worker and
-    every micro-batch of the update agrees without communicating."""
-    sampled = space.sample(rng=random.Random(f"hat:{seed}:{update_num}"))
-    if sampler == "uniform":
-        return [sampled]
-    return [space.largest(), space.smallest(), sampled]
 
 
 @register_task("hat_translation", dataclass=HatTranslationConfig)

@@ -26,7 +26,7 @@ HEADER_PREFIX = "# hat-latency "
 LATENCY_COLUMNS = ("latency_mean_encoder", "latency_mean_decoder", "latency_std_encoder", "latency_std_decoder")
 EXTRA_COLUMNS = (
     "latency_median_encoder", "latency_median_decoder", "latency_iqr_encoder", "latency_iqr_decoder", "runs",
-    "reference_ms",  # the reference model's total, timed in the same chunk (for drift correction)
+    "reference_ms",  # the reference model's total, timed in the same chunk (the machine's speed then)
 )
 COLUMNS = ("archid", "config") + HAT_FEATURES + LATENCY_COLUMNS + EXTRA_COLUMNS
 
@@ -53,19 +53,6 @@ class LatencyDataset:
         configs = None if self.configs is None else [self.configs[i] for i in index]
         rows = [self.rows[i] for i in index] if self.rows else []
         return LatencyDataset(self.features[index], self.encoder_ms[index], self.decoder_ms[index], configs, self.meta, rows)
-
-    def drift_corrected(self) -> "LatencyDataset":
-        """Latencies rescaled by (median reference / this row's chunk reference).
-
-        Every chunk re-times one reference model; if the machine slowed down by x% during a
-        chunk, its rows are scaled back by the same factor. Rows without a reference stay as they are.
-        """
-        refs = np.array([float(r.get("reference_ms") or "nan") for r in self.rows]) if self.rows else np.array([])
-        if len(refs) != len(self) or not np.isfinite(refs).any():
-            return self
-        factor = np.where(np.isfinite(refs), np.nanmedian(refs) / refs, 1.0)
-        return LatencyDataset(self.features, self.encoder_ms * factor, self.decoder_ms * factor, self.configs,
-                              self.meta, self.rows)
 
     @classmethod
     def load(cls, path: str | Path, fmt: str = "auto") -> "LatencyDataset":

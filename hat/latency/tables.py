@@ -65,20 +65,6 @@ class LatencyTables:
     device: dict[str, Any]
     tables: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
 
-    def drift_corrected(self) -> "LatencyTables":
-        """Entries rescaled by (median reference / the reference timed in the entry's chunk)."""
-        refs = [e["reference_ms"] for t in self.tables.values() for e in t.values() if "reference_ms" in e]
-        if not refs:
-            return self
-        baseline = float(sorted(refs)[len(refs) // 2])
-        tables = {
-            name: {key: {**e, "mean": e["mean"] * baseline / e["reference_ms"], "value": _ms(e) * baseline / e["reference_ms"]}
-                   if "reference_ms" in e else e
-                   for key, e in entries.items()}
-            for name, entries in self.tables.items()
-        }
-        return LatencyTables(self.space_name, self.space_fingerprint, self.protocol, self.device, tables)
-
     def entry_ms(self, table: str, key: str) -> float:
         return _ms(self.tables[table][key])
 

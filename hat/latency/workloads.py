@@ -14,8 +14,8 @@ from hat.latency.protocol import Protocol
 from hat.modules import DecoderLayer, EncoderLayer
 from hat.space import SearchSpace, SubTransformerConfig, ende_attn_layers
 from hat.subtransformer import ModelDims, SubTransformer
+from hat.tokens import EOS, FIRST_WORD
 
-PAD, EOS = 1, 2
 
 
 @dataclass
@@ -28,7 +28,7 @@ class Workload:
 
 def _tokens(protocol: Protocol, rows: int, length: int) -> torch.Tensor:
     g = torch.Generator().manual_seed(protocol.seed)
-    return torch.randint(EOS + 1, protocol.vocab, (rows, length), generator=g)
+    return torch.randint(FIRST_WORD, protocol.vocab, (rows, length), generator=g)
 
 
 def build_model(space: SearchSpace, config: SubTransformerConfig, protocol: Protocol, device: str) -> SubTransformer:

@@ -14,7 +14,7 @@ import logging
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
 
@@ -27,11 +27,10 @@ log = logging.getLogger(__name__)
 STATE_FORMAT = "hat-search-state-v1"
 
 
-class LatencyModel:
+class LatencyModel(Protocol):
     """What the search needs from a predictor: ``predict(configs) -> ms`` (see LatencyPredictor)."""
 
-    def predict(self, configs: Sequence[SubTransformerConfig]) -> np.ndarray:  # pragma: no cover - protocol
-        raise NotImplementedError
+    def predict(self, configs: Sequence[SubTransformerConfig]) -> np.ndarray: ...
 
 
 @dataclass

@@ -47,11 +47,6 @@ class InheritedLossFitness:
                                    subset_size=self.valid_subset, seed=self.seed, langs=checkpoint.langs)
             self._loaded = (checkpoint, batches)
 
-    @property
-    def space(self):
-        self.load()
-        return self._loaded[0].space
-
     def __call__(self, config: SubTransformerConfig) -> float:
         import torch
 

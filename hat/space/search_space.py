@@ -276,13 +276,6 @@ class SearchSpace:
                     f"{name} = {value} is not in space '{self.name}' (allowed: {', '.join(map(str, allowed))})"
                 )
 
-    def contains(self, config: SubTransformerConfig) -> bool:
-        try:
-            self.validate(config)
-        except HatError:
-            return False
-        return True
-
     def describe(self) -> str:
         """Multi-line human-readable summary (used by ``hat space show``)."""
         lines = [f"space {self.name}: {self.description}".rstrip(": ")]
@@ -313,3 +306,20 @@ def _choice_list(name: str, value: Any) -> tuple[int, ...]:
     if len(set(value)) != len(value):
         raise HatError(f"{name} has duplicate choices: {list(value)}")
     return tuple(value)
+
+
+SAMPLERS = ("uniform", "sandwich")
+
+
+def update_configs(space: SearchSpace, sampler: str, seed: int, update_num: int) -> list[SubTransformerConfig]:
+    """The SubTransformer(s) trained by one update, a pure function of (seed, update_num): every worker
+    and every micro-batch of the update agree without communicating.
+
+    ``uniform`` samples one (HAT); ``sandwich`` trains the largest, the smallest and that sample.
+    """
+    if sampler not in SAMPLERS:
+        raise HatError(f"unknown sampler '{sampler}' (one of {', '.join(SAMPLERS)})")
+    sampled = space.sample(rng=random.Random(f"hat:{seed}:{update_num}"))
+    if sampler == "uniform":
+        return [sampled]
+    return [space.largest(), space.smallest(), sampled]
