@@ -9,6 +9,8 @@
    the same rounds (beam loop, 1 thread).
 
     python experiments/bench_ort_profile.py --models 40 --fidelity-models 4 --out runs/bench_ort_profile
+
+``--models 0`` measures the fidelity part alone.
 """
 from __future__ import annotations
 
@@ -80,7 +82,7 @@ def fidelity(space: SearchSpace, protocol: Protocol, count: int, work: Path) -> 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--space", type=Path, default=ROOT / "search_spaces/wmt14_en_de.yaml")
-    parser.add_argument("--models", type=int, default=40)
+    parser.add_argument("--models", type=int, default=40, help="SubTransformers of the cost part (0: skip it)")
     parser.add_argument("--fidelity-models", type=int, default=4)
     parser.add_argument("--warm", action="store_true", help="also profile again from the warm piece cache")
     parser.add_argument("--out", type=Path, default=ROOT / "runs/bench_ort_profile")
@@ -91,15 +93,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="hat_bench_") as tmp:
         work = Path(tmp)
         os.environ["HAT_CACHE_DIR"] = str(work / "pieces")
-        result = {"cost": cost(space, protocol, args.models, work, args.warm),
+        result = {"cost": cost(space, protocol, args.models, work, args.warm) if args.models else None,
                   "fidelity": fidelity(space, protocol, args.fidelity_models, work)}
     (args.out / "bench_ort_profile.json").write_text(json.dumps(result, indent=2))
     c = result["cost"]
-    print(f"tables + {args.models} SubTransformers, {space.name}, 1 thread:")
-    warm = f" | {c['onnxruntime_warm_s']:.0f} s ({c['warm_over_torch']:.2f}x)" if "onnxruntime_warm_s" in c else ""
-    print("| torch | onnxruntime fp32, empty piece cache" + (" | onnxruntime fp32, warm cache" if warm else "") + " |")
-    print("| --- | --- |" + (" --- |" if warm else ""))
-    print(f"| {c['torch_s']:.0f} s | {c['onnxruntime_cold_s']:.0f} s ({c['cold_over_torch']:.2f}x){warm} |")
+    if c is not None:
+        print(f"tables + {args.models} SubTransformers, {space.name}, 1 thread:")
+        warm = f" | {c['onnxruntime_warm_s']:.0f} s ({c['warm_over_torch']:.2f}x)" if "onnxruntime_warm_s" in c else ""
+        print("| torch | onnxruntime fp32, empty piece cache" + (" | onnxruntime fp32, warm cache" if warm else "") + " |")
+        print("| --- | --- |" + (" --- |" if warm else ""))
+        print(f"| {c['torch_s']:.0f} s | {c['onnxruntime_cold_s']:.0f} s ({c['cold_over_torch']:.2f}x){warm} |")
     print("\ncomposed (profiled) vs exported (deployed) graphs, interleaved, 40 rounds:")
     print("| archid | composed (ms) | exported (ms) | ratio |")
     print("| --- | --- | --- | --- |")

@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 
 from hat.space import SearchSpace
-from hat.training import PLUGIN_DIR, build_train_argv
+from hat.training import PLUGIN_DIR, build_train_argv, stock_transformer_argv
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMON = {"optimizer": "adam", "adam-betas": "(0.9, 0.98)", "lr": 1e-3, "lr-scheduler": "inverse_sqrt",
@@ -67,16 +67,8 @@ def main() -> None:
     common = {**COMMON, "max-update": args.updates, "max-tokens": args.max_tokens}
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
-        e, d = largest.encoder_embed_dim, largest.decoder_embed_dim
-        stock = [str(args.data), "--arch", "transformer", "--task", "translation", "--save-dir", f"{tmp}/stock",
-                 "--encoder-embed-dim", str(e), "--decoder-embed-dim", str(d),
-                 "--encoder-ffn-embed-dim", str(largest.encoder_ffn_dims[0]),
-                 "--decoder-ffn-embed-dim", str(largest.decoder_ffn_dims[0]),
-                 "--encoder-layers", str(largest.encoder_layers), "--decoder-layers", str(largest.decoder_layers),
-                 "--encoder-attention-heads", str(largest.encoder_heads[0]),
-                 "--decoder-attention-heads", str(largest.decoder_self_heads[0]),
-                 "--share-all-embeddings" if space.share_all_embeddings else "--share-decoder-input-output-embed",
-                 *flags(common)]
+        stock = [str(args.data), "--save-dir", f"{tmp}/stock",
+                 *stock_transformer_argv(largest, space.share_all_embeddings), *flags(common)]
         results["stock"] = run(stock)
         for name, config in (("hat-fixed", stock_like), ("hat-largest", largest), ("hat-super", None)):
             config_file = None

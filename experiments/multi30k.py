@@ -130,25 +130,22 @@ class Experiment:
 
     def profile(self) -> dict:
         from hat.export.ort_backend import OnnxBackend
-        from hat.latency import LatencyCollector, LatencyDataset, LatencyTables, Protocol, fit_auto
+        from hat.latency import LatencyCollector, LatencyDataset, Protocol
+        from hat.pipeline import fit_predictor, profile
         from hat.space import SearchSpace
 
         space = SearchSpace.from_yaml(SPACE)
         protocol = Protocol(vocab=self.stages["prepare"]["vocab"], warmup=2, runs=6, threads=self.threads)
         # the runtime the models deploy on: every constraint below is onnxruntime fp32 milliseconds
         collector = LatencyCollector(space, protocol, self.out / "latency", backend=OnnxBackend("fp32"))
-        collector.collect_tables()
-        collector.collect_dataset(self.b.samples)
-        test = [c for c in collector.sample_configs(self.b.samples + 3 * self.b.test_samples, 1)
-                if c.archid not in {x.archid for x in collector.sample_configs(self.b.samples, 0)}][: self.b.test_samples]
-        collector.collect_dataset(len(test), configs=test, file_name="test.csv")
-        tables = LatencyTables.load(self.out / "latency" / "tables.json")
-        predictor, _ = fit_auto(LatencyDataset.load(self.out / "latency" / "dataset.csv"), tables)
+        profile(collector, self.b.samples, self.b.test_samples)
+        predictor, _ = fit_predictor(self.out / "latency" / "dataset.csv", self.out / "latency")
         predictor.save(self.out / "predictor.json")
         return {"predictor": predictor.kind, "test": predictor.evaluate(LatencyDataset.load(self.out / "latency" / "test.csv"))}
 
     def search(self) -> dict:
         from hat.latency import LatencyPredictor
+        from hat.pipeline import feasible_range
         from hat.search import EvolutionarySearch, InheritedLossFitness
         from hat.search.evaluators import ProcessPoolEvaluator
         from hat.search.outputs import write_search_outputs
@@ -158,7 +155,7 @@ class Experiment:
         predictor = LatencyPredictor.load(self.out / "predictor.json")
         fitness = InheritedLossFitness(self.stages["supernet"]["checkpoint"], self.bin, valid_subset=self.b.valid_subset,
                                        threads=self.threads)
-        low, high = EvolutionarySearch(space, fitness, predictor, [1.0]).feasible_range()
+        low, high = feasible_range(space, predictor)
         constraints = [round(low + q * (high - low), 1) for q in (0.15, 0.3, 0.5)]
         folder = self.out / "search"
         folder.mkdir(exist_ok=True)
@@ -212,11 +209,9 @@ class Experiment:
         result = {"checkpoint": str(save / "checkpoint_best.pt"), "config": None, "stock": True}
         if stock_updates(save / "checkpoint_last.pt") >= options["max-update"]:
             return result  # done (fairseq would resume it and take one more update)
-        argv = [str(self.bin), "--arch", "transformer", "--task", "translation", "--save-dir", str(save),
-                "--encoder-embed-dim", str(largest.encoder_embed_dim), "--decoder-embed-dim", str(largest.decoder_embed_dim),
-                "--encoder-ffn-embed-dim", str(largest.encoder_ffn_dims[0]), "--decoder-ffn-embed-dim", str(largest.decoder_ffn_dims[0]),
-                "--encoder-layers", str(largest.encoder_layers), "--decoder-layers", str(largest.decoder_layers),
-                "--encoder-attention-heads", "4", "--decoder-attention-heads", "4", "--share-all-embeddings",
+        from hat.training import stock_transformer_argv
+
+        argv = [str(self.bin), "--save-dir", str(save), *stock_transformer_argv(largest),
                 "--optimizer", "adam", "--adam-betas", "(0.9, 0.98)", "--lr-scheduler", "inverse_sqrt",
                 "--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1", "--cpu"]
         for key, value in options.items():

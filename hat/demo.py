@@ -147,6 +147,7 @@ class Demo:
     def stage_profile(self) -> dict:
         from hat.export.ort_backend import OnnxBackend
         from hat.latency import LatencyCollector, Protocol, reference_noise
+        from hat.pipeline import profile
         from hat.space import SearchSpace
 
         space = SearchSpace.from_yaml(self.s.space)
@@ -154,35 +155,32 @@ class Demo:
                             threads=self.s.threads, seed=self.s.seed)
         collector = LatencyCollector(space, protocol, self.latency_dir, backend=OnnxBackend(self.s.precision),
                                      chunk_size=8)
-        collector.collect_tables()
-        collector.collect_dataset(self.s.samples, seed=self.s.seed)
-        train_ids = {c.archid for c in collector.sample_configs(self.s.samples, self.s.seed)}
-        test = [c for c in collector.sample_configs(self.s.samples + 3 * self.s.test_samples, self.s.seed + 1)
-                if c.archid not in train_ids][: self.s.test_samples]
-        collector.collect_dataset(len(test), configs=test, file_name="test.csv")
+        test = profile(collector, self.s.samples, self.s.test_samples, seed=self.s.seed)
         noise = reference_noise(self.latency_dir)
-        return {"noise": noise, "summary": f"tables + {self.s.samples}+{len(test)} SubTransformers measured "
+        return {"noise": {**noise, "steady_tolerance": collector.steady_tolerance}, "summary": f"tables + {self.s.samples}+{len(test)} SubTransformers measured "
                                            f"(reference CV {100 * noise['cv']:.1f}%, {noise['remeasured']} chunk(s) "
                                            f"measured again)"}
 
     def stage_predictor(self) -> dict:
-        from hat.latency import LatencyDataset, LatencyTables, fit_auto
+        from hat.latency import LatencyDataset
+        from hat.pipeline import fit_predictor
         from hat.plots import predicted_vs_measured
 
-        tables = LatencyTables.load(self.latency_dir / "tables.json")
-        data = LatencyDataset.load(self.latency_dir / "dataset.csv")
-        predictor, scores = fit_auto(data, tables, seed=self.s.seed)
+        predictor, scores = fit_predictor(self.latency_dir / "dataset.csv", self.latency_dir, seed=self.s.seed)
         predictor.save(self.predictor)
         test = LatencyDataset.load(self.latency_dir / "test.csv")
         test_scores = predictor.evaluate(test)
         predicted_vs_measured(predictor.predict_dataset(test), test.total_ms, self.out / "predicted_vs_measured.png",
                               f"{predictor.kind} predictor, {len(test)} held-out SubTransformers")
+        selection = predictor.info["selection"]
         return {"model": predictor.kind, "selection": scores, "test": test_scores,
+                "folds": selection["folds"], "tolerance": selection["tolerance"],
                 "summary": f"'{predictor.kind}' chosen; held-out MAPE {test_scores['mape_pct']:.1f}%, "
                            f"within ±10% {100 * test_scores['within_10pct']:.0f}%"}
 
     def stage_search(self) -> dict:
         from hat.latency import LatencyPredictor
+        from hat.pipeline import feasible_range
         from hat.search import EvolutionarySearch, InheritedLossFitness
         from hat.search.outputs import write_search_outputs
         from hat.space import SearchSpace
@@ -191,7 +189,7 @@ class Demo:
         predictor = LatencyPredictor.load(self.predictor)
         fitness = InheritedLossFitness(self.checkpoint, self.data, valid_subset=self.s.valid_subset, seed=self.s.seed,
                                        threads=self.s.threads)
-        low, high = EvolutionarySearch(space, fitness, predictor, [1.0]).feasible_range()
+        low, high = feasible_range(space, predictor)
         constraints = [round(low + q * (high - low), 1) for q in self.s.constraint_quantiles]
         search_dir = self.out / "search"
         search_dir.mkdir(exist_ok=True)

@@ -68,9 +68,31 @@ def write_report(out: Path, stages: dict[str, Any], settings: dict[str, Any]) ->
         "| --- | --- | --- |",
         *[f"| {name} | {stage.get('summary', '')} | {stage['seconds']} |" for name, stage in stages.items() if name != "report"],
         "",
+    ]
+    lines += _predictor_lines(pred, noise)
+    lines += _search_lines(search, runtime)
+    lines += _model_lines(models, stages, runtime)
+    lines += [
+        "## Example translations (onnxruntime fp32, beam 5)",
+        "",
+    ]
+    for m in models[:1]:
+        for ex in m["examples"]:
+            lines += [f"- source: `{ex['source']}`", f"  - {m['name']}: `{ex['translation']}`",
+                      f"  - reference: `{ex['reference']}`"]
+    lines += ["", f"Models are in `{out / 'models'}`; run one with "
+              f"`hat translate --model {out / 'models' / models[0]['name']}`.", ""]
+    path = out / "REPORT.md"
+    atomic_write_text(path, "\n".join(lines))
+    return path
+
+
+def _predictor_lines(pred: dict[str, Any], noise: dict[str, Any]) -> list[str]:
+    return [
         "## Latency predictor",
         "",
-        f"Chosen model: **{pred['model']}** (5-fold cross-validation on the training samples: the simplest kind whose MAPE is within 15% of the best).",
+        f"Chosen model: **{pred['model']}** ({pred['folds']}-fold cross-validation on the training samples: the "
+        f"simplest kind whose MAPE is within {100 * pred['tolerance']:.0f}% of the best).",
         "",
         "| held-out set | n | RMSE (ms) | MAPE | within ±5% | within ±10% | Kendall τ |",
         "| --- | --- | --- | --- | --- | --- | --- |",
@@ -83,10 +105,16 @@ def write_report(out: Path, stages: dict[str, Any], settings: dict[str, Any]) ->
         "",
         f"Measurement noise: the reference SubTransformer, re-timed in each of {noise['chunks']} chunks, measured "
         f"{noise['mean_ms']:.2f} ± {noise['std_ms']:.2f} ms (CV {100 * noise['cv']:.1f}%, max/min {noise['max_over_min']:.3f}); {noise.get('remeasured', 0)} "
-        "chunk(s) were measured again because the reference ran more than 15% slower than in the chunks before.",
+        f"chunk(s) were measured again because the reference ran more than {100 * noise['steady_tolerance']:.0f}% "
+        "slower than in the chunks before.",
         "",
         "![predicted vs measured](predicted_vs_measured.png)",
         "",
+    ]
+
+
+def _search_lines(search: dict[str, Any], runtime: str) -> list[str]:
+    return [
         "## Search",
         "",
         f"Feasible predicted range {search['feasible_range_ms'][0]:.1f}–{search['feasible_range_ms'][1]:.1f} ms; "
@@ -95,6 +123,11 @@ def write_report(out: Path, stages: dict[str, Any], settings: dict[str, Any]) ->
         "",
         "![Pareto front](pareto.png)",
         "",
+    ]
+
+
+def _model_lines(models: list[dict[str, Any]], stages: dict[str, Any], runtime: str) -> list[str]:
+    return [
         "## Chosen models",
         "",
         f"Latency: batch 1, beam 5, 30 source tokens and 30 decoder steps of the numpy beam loop `hat translate` runs. "
@@ -118,15 +151,4 @@ def write_report(out: Path, stages: dict[str, Any], settings: dict[str, Any]) ->
         "",
         "![BLEU vs latency](bleu_vs_latency.png)",
         "",
-        "## Example translations (onnxruntime fp32, beam 5)",
-        "",
     ]
-    for m in models[:1]:
-        for ex in m["examples"]:
-            lines += [f"- source: `{ex['source']}`", f"  - {m['name']}: `{ex['translation']}`",
-                      f"  - reference: `{ex['reference']}`"]
-    lines += ["", f"Models are in `{out / 'models'}`; run one with "
-              f"`hat translate --model {out / 'models' / models[0]['name']}`.", ""]
-    path = out / "REPORT.md"
-    atomic_write_text(path, "\n".join(lines))
-    return path

@@ -70,7 +70,28 @@ def generate_bleu(
 ) -> dict[str, Any]:
     """Translate ``split`` with fairseq's SequenceGenerator on the plugin model; BLEU as ``scoring`` says
     (default: sacreBLEU on detokenized text, subwords removed as the data folder describes)."""
-    import sacrebleu
+    task, hypotheses, references = generate(checkpoint, data, config, split, beam, lenpen, max_tokens, max_sentences)
+    scoring = scoring or BleuScoring()
+    to_text = scoring.text_decoder(data, (task.cfg.source_lang, task.cfg.target_lang), task.target_dictionary)
+    order = sorted(hypotheses)
+    hyps, refs = [to_text(hypotheses[i]) for i in order], [to_text(references[i]) for i in order]
+    score, signature = scoring.score(hyps, refs)
+    return {"bleu": score, "bleu_signature": signature, "sentences": len(order), "hypotheses": hyps,
+            "references": refs}
+
+
+def generate(
+    checkpoint: str | Path,
+    data: str | Path,
+    config: Any | None,
+    split: str = "test",
+    beam: int = 5,
+    lenpen: float = 1.0,
+    max_tokens: int = 4096,
+    max_sentences: int | None = None,
+) -> tuple[Any, dict[int, Any], dict[int, Any]]:
+    """(fairseq task, best hypothesis per sentence id, reference per sentence id) as token-id tensors
+    without padding; a hypothesis ends with EOS, as binarized targets do."""
     from fairseq import checkpoint_utils
 
     from hat.checkpoints import read_checkpoint
@@ -95,21 +116,16 @@ def generate_bleu(
     itr = task.get_batch_iterator(dataset, max_tokens=max_tokens, max_sentences=max_sentences,
                                   max_positions=model.max_positions(), ignore_invalid_inputs=True).next_epoch_itr(shuffle=False)
     generator = task.build_generator([model], Namespace(beam=beam, lenpen=lenpen, max_len_a=1.2, max_len_b=10))
-    scoring = scoring or BleuScoring()
-    to_text = scoring.text_decoder(data, (task.cfg.source_lang, task.cfg.target_lang), task.target_dictionary)
-    tgt_dict = task.target_dictionary
+    pad = task.target_dictionary.pad()
     hypotheses, references = {}, {}
-    for sample in itr:
-        outputs = task.inference_step(generator, [model], sample)
-        for i, sid in enumerate(sample["id"].tolist()):
-            target = sample["target"][i]
-            hypotheses[sid] = to_text(outputs[i][0]["tokens"].int().cpu())
-            references[sid] = to_text(target[target.ne(tgt_dict.pad())].int().cpu())
-    order = sorted(hypotheses)
-    hyps, refs = [hypotheses[i] for i in order], [references[i] for i in order]
-    score, signature = scoring.score(hyps, refs)
-    return {"bleu": score, "bleu_signature": signature, "sentences": len(order), "hypotheses": hyps,
-            "references": refs}
+    with torch.no_grad():
+        for sample in itr:
+            outputs = task.inference_step(generator, [model], sample)
+            for i, sid in enumerate(sample["id"].tolist()):
+                target = sample["target"][i]
+                hypotheses[sid] = outputs[i][0]["tokens"].int().cpu()
+                references[sid] = target[target.ne(pad)].int().cpu()
+    return task, hypotheses, references
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -85,6 +86,46 @@ def load_options_file(path: str | Path) -> dict[str, Any]:
         if key in options:
             raise HatError(f"'{key}' is not allowed in a training config file (it imports code)", path)
     return options
+
+
+@dataclass(frozen=True)
+class Distillation:
+    """Word-level distillation while training: ``alpha`` weighs the teacher's term, ``temperature``
+    softens both distributions; ``teacher`` is a HAT checkpoint (``None``: the restore file)."""
+
+    alpha: float = 0.5
+    temperature: float = 1.0
+    teacher: str | Path | None = None
+
+    def options(self, restore_file: str | Path | None) -> dict[str, Any]:
+        """fairseq options of the ``hat_distillation`` criterion."""
+        teacher = self.teacher or restore_file
+        if teacher is None:
+            raise HatError("distillation needs a teacher: --distill-from, or --restore-file to learn from its "
+                           "largest SubTransformer")
+        if not Path(teacher).is_file():
+            raise HatError("teacher checkpoint not found", teacher)
+        if not 0 <= self.alpha <= 1 or not self.temperature > 0:
+            raise HatError(f"--distill-alpha must be in [0, 1] and --distill-temperature > 0, got {self.alpha} "
+                           f"and {self.temperature}")
+        return {"criterion": "hat_distillation", "distill-from": str(teacher), "distill-alpha": self.alpha,
+                "distill-temperature": self.temperature}
+
+
+def stock_transformer_argv(config: Any, share_all_embeddings: bool = True) -> list[str]:
+    """fairseq's own ``transformer`` with ``config``'s dimensions, for baselines.
+
+    fairseq's layers are uniform: each side takes its first layer's FFN width and heads (the largest
+    SubTransformer of a space is uniform).
+    """
+    return ["--arch", "transformer", "--task", "translation",
+            "--encoder-embed-dim", str(config.encoder_embed_dim), "--decoder-embed-dim", str(config.decoder_embed_dim),
+            "--encoder-ffn-embed-dim", str(config.encoder_ffn_dims[0]),
+            "--decoder-ffn-embed-dim", str(config.decoder_ffn_dims[0]),
+            "--encoder-layers", str(config.encoder_layers), "--decoder-layers", str(config.decoder_layers),
+            "--encoder-attention-heads", str(config.encoder_heads[0]),
+            "--decoder-attention-heads", str(config.decoder_self_heads[0]),
+            "--share-all-embeddings" if share_all_embeddings else "--share-decoder-input-output-embed"]
 
 
 def build_train_argv(
@@ -226,6 +267,7 @@ def train(
     sampler: str = "uniform",
     options: Mapping[str, Any] | None = None,
     extra_args: Sequence[str] = (),
+    distill: Distillation | None = None,
 ) -> Path:
     """Train a SuperTransformer (or, with ``subtransformer_config``, one fixed SubTransformer).
 
@@ -233,6 +275,8 @@ def train(
     ``subtransformer_config`` fine-tunes the inherited weights (optimizer and schedule reset).
     Re-running with the same ``save_dir`` resumes from its ``checkpoint_last.pt`` (and does
     nothing once that has reached ``max-update``). Returns the path of ``checkpoint_last.pt``.
+    ``distill`` adds word-level distillation from a teacher (by default ``restore_file``'s
+    largest SubTransformer).
     """
     from hat.io import check_output_dir
     from hat.space import SearchSpace
@@ -251,6 +295,8 @@ def train(
             if reset_optimizer:
                 opts.update({"reset-optimizer": True, "reset-lr-scheduler": True, "reset-dataloader": True,
                              "reset-meters": True})
+    if distill is not None:
+        opts.update(distill.options(restore_file))
     argv = build_train_argv(space=space, data=data, save_dir=save_dir, subtransformer_config=subtransformer_config,
                             sampler=sampler, options=opts, extra_args=extra_args)
     cfg = parse_train_argv(argv)

@@ -399,3 +399,28 @@ def test_onnxruntime_worker_imports_neither_torch_nor_fairseq(piece_cache, micro
     assert decoder_layer["encoder"] is None and decoder_layer["decoder"]["value"] > 0
     assert encoder_layer["decoder"] is None and encoder_layer["encoder"]["value"] > 0
     assert out["device"]["backend"] == "onnxruntime" and "torch" not in out["device"]
+
+
+def test_separate_test_set_is_disjoint_deterministic_and_independent_of_its_size(tiny_space, tmp_path):
+    from hat.pipeline import separate_test_configs
+
+    collector = LatencyCollector(tiny_space, FAST, tmp_path, progress=False)
+    train = {c.archid for c in collector.sample_configs(30, 3)}
+    test = separate_test_configs(collector, 30, 40, 3)  # more than the first pool of 30 + 2 x 40 can hold
+    assert len(test) == 40 and not train & {c.archid for c in test}
+    assert [c.archid for c in test] == [c.archid for c in separate_test_configs(collector, 30, 40, 3)]
+    assert [c.archid for c in separate_test_configs(collector, 30, 5, 3)] == [c.archid for c in test[:5]]
+
+
+def test_fit_checks_refuse_tables_and_data_of_different_spaces_and_too_few_rows(micro, tmp_path):
+    from hat.pipeline import check_fit_inputs
+
+    other = SearchSpace.from_yaml(write_space(tmp_path, MICRO.replace("[16], self_heads", "[16, 8], self_heads"), "other.yaml"))
+    tables = LatencyCollector(other, FAST, tmp_path, progress=False).collect_tables()
+    data = _synthetic_dataset(micro, 12)
+    data.meta = {"space": micro.name, "space_fingerprint": micro.fingerprint}
+    with pytest.raises(HatError, match="tables were measured for space 'micro_latency', the dataset for"):
+        check_fit_inputs(data, tables, "data.csv", "tables.json")
+    check_fit_inputs(data, None, "data.csv", None)
+    with pytest.raises(HatError, match="at least 10 rows"):
+        check_fit_inputs(data.subset(np.arange(9)), None, "data.csv", None)

@@ -105,6 +105,79 @@ def test_resume_after_kill_gives_the_uninterrupted_result(tiny_space, tmp_path):
                            progress=False, **SMALL).run(resume=True)
 
 
+def test_limits_on_other_objectives_hold_bind_and_resume(tiny_space, tmp_path):
+    """A limit is a named function with a bound: every evaluated candidate and every result meets it,
+    it changes what wins when it binds, and the search resumes with it."""
+    from hat.search import Limit, Objective
+    from hat.search.objectives import parameters
+    from hat.subtransformer import ModelDims, count_parameters
+
+    dims = ModelDims.for_space(tiny_space, 100, 100)
+    _, free = run(tiny_space, constraints=(16.0,))
+    free_params = count_parameters(free.results[0].best.config, dims)
+    limit = Limit(parameters(dims), 0.9 * free_params)
+    decoder_ffn = Limit(Objective("decoder_ffn", "units", lambda c: float(sum(c.decoder_ffn_dims))), 300)
+    state = tmp_path / "state.json"
+    search, limited = run(tiny_space, constraints=(16.0,), limits=[limit, decoder_ffn], state_path=state)
+    best = limited.results[0].best
+    assert best.objectives == {"parameters": count_parameters(best.config, dims),
+                               "decoder_ffn": sum(best.config.decoder_ffn_dims)}
+    assert best.archid != free.results[0].best.archid  # the limit binds
+    assert all(c.objectives["parameters"] <= limit.bound and c.objectives["decoder_ffn"] <= 300
+               for c in limited.candidates.values() if c.loss is not None)
+    assert {"parameters", "decoder_ffn"} <= set(limited.history[0])
+    resumed = EvolutionarySearch(tiny_space, ToyFitness(), ToyPredictor(), [16.0], seed=0, state_path=state,
+                                 progress=False, limits=[limit, decoder_ffn], **SMALL).run(resume=True)
+    assert resumed.history == limited.history
+    with pytest.raises(HatError, match="other settings"):
+        EvolutionarySearch(tiny_space, ToyFitness(), ToyPredictor(), [16.0], seed=0, state_path=state,
+                           progress=False, limits=[limit], **SMALL).run(resume=True)
+    with pytest.raises(HatError, match="parameters <= 1 parameters"):
+        run(tiny_space, constraints=(16.0,), limits=[Limit(parameters(dims), 1)])
+
+
+def test_store_shares_losses_between_searches_and_survives_a_torn_line(tiny_space, tmp_path):
+    from hat.search.store import SearchStore
+
+    path = tmp_path / "scored.jsonl"
+    fitness = {"kind": "toy", "version": 1}
+    store = SearchStore(path, fitness=fitness, space=tiny_space)
+    first = ToyFitness()
+    _, evolution = run(tiny_space, first, constraints=(16.0,), store=store)
+    assert len(store) == first.calls == evolution.evaluations
+    # random search scores only what the store does not hold, and finds what it finds alone
+    plain = random_search(tiny_space, ToyFitness(), ToyPredictor(), 16.0, 30, seed=0)
+    counting = ToyFitness()
+    shared = random_search(tiny_space, counting, ToyPredictor(), 16.0, 30, seed=0, store=store)
+    assert (shared.archid, shared.loss) == (plain.archid, plain.loss)
+    assert counting.calls == len(store) - evolution.evaluations
+    again = ToyFitness()
+    assert random_search(tiny_space, again, ToyPredictor(), 16.0, 30, seed=0, store=store).archid == plain.archid
+    assert again.calls == 0
+    # a second search with the same fitness reads the journal and evaluates nothing it holds
+    with path.open("a") as handle:
+        handle.write('{"archid": "torn')  # a kill in the middle of a write
+    reopened = SearchStore(path, fitness=fitness, space=tiny_space)
+    assert len(reopened) == len(store) and path.read_text().endswith("\n")
+    again = ToyFitness()
+    _, repeated = run(tiny_space, again, constraints=(16.0,), store=reopened)
+    assert again.calls == 0 and repeated.history == evolution.history
+    with pytest.raises(HatError, match="another fitness"):
+        SearchStore(path, fitness={"kind": "toy", "version": 2})
+    path.write_text(path.read_text().replace('"loss": ', '"loss": "x', 1))
+    with pytest.raises(HatError, match="scored.jsonl: search store has unexpected content"):
+        SearchStore(path, fitness=fitness)
+
+
+def test_counts_parse_with_suffixes():
+    from hat.search.objectives import parse_count
+
+    assert parse_count("20M") == 2e7 and parse_count("1.5k") == 1500 and parse_count("3e6") == 3e6
+    for bad in ("", "-5", "20X", "nan", "0"):
+        with pytest.raises(HatError):
+            parse_count(bad)
+
+
 def test_evolution_beats_random_search_with_the_same_budget(tiny_space):
     _, result = run(tiny_space, constraints=(12.0,), iterations=8)
     item = result.results[0]
@@ -234,6 +307,14 @@ def test_search_cli_writes_configs_history_summary_and_plots(trained, data_bin, 
         assert (out / png).stat().st_size > 5000
     assert main(args + ["--resume"]) == 0  # a finished search resumes to the same result
     assert json.loads((out / "summary.json").read_text())["results"] == summary["results"]
+    limited = args[:-1] + [str(tmp_path / "limited"), "--max-params", "250k", "--max-size-mb", "0.9", "--json"]
+    capsys.readouterr()
+    assert main(limited) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert [limit["objective"] for limit in report["limits"]] == ["parameters", "weights_mb_fp32"]
+    for item in report["results"]:
+        assert item["parameters"] <= 250_000 and item["weights_mb_fp32"] <= 0.9
+        assert item["weights_mb_fp32"] == pytest.approx(4 * item["parameters"] / 1e6)
     capsys.readouterr()
     other = tmp_path / "other.yaml"
     other.write_text(space_file.read_text().replace("embed_dim: [64, 48]", "embed_dim: [64, 32]", 1))

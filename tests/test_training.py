@@ -1,6 +1,7 @@
 """Training on fairseq through the plugin, on a small synthetic corpus (CPU, tens of updates)."""
 from __future__ import annotations
 
+import json
 import math
 import subprocess
 import sys
@@ -97,6 +98,51 @@ def test_train_step_activates_the_update_config(data_bin, tiny_space):
     assert log["loss_largest"] == log["loss"] and "loss_smallest" in log
 
 
+def test_sandwich_train_step_accumulates_the_three_subtransformers(data_bin, tiny_space):
+    """One sandwich update = the largest, the smallest and the sampled SubTransformer, each forward and
+    backward on the same batch: its loss and gradients are the sums of the three separate passes."""
+    from fairseq import options, tasks as fairseq_tasks
+    from fairseq.dataclass.utils import convert_namespace_to_omegaconf
+
+    from hat.space import update_configs
+    from hat.training import build_train_argv, load_plugin
+
+    load_plugin()
+    argv = build_train_argv(space=SPACES / "tiny.yaml", data=data_bin, save_dir="/nonexistent", sampler="sandwich",
+                            options={**TRAIN_OPTIONS, "dropout": 0.0, "attention-dropout": 0.0})
+    cfg = convert_namespace_to_omegaconf(options.parse_args_and_arch(options.get_training_parser(), input_args=argv))
+    task = fairseq_tasks.setup_task(cfg.task)
+    model = task.build_model(cfg.model)
+    criterion = task.build_criterion(cfg.criterion)
+    task.load_dataset("valid")
+    sample = next(iter(task.get_batch_iterator(task.dataset("valid"), max_tokens=512).next_epoch_itr(shuffle=False)))
+
+    class NoOptimizer:
+        def backward(self, loss):
+            loss.backward()
+
+    model.zero_grad()
+    loss, sample_size, log = task.train_step(sample, model, criterion, NoOptimizer(), 5)
+    together = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+    configs = update_configs(model.space, "sandwich", cfg.task.seed, 5)
+    assert configs[:2] == [tiny_space.largest(), tiny_space.smallest()] and len(configs) == 3
+    model.zero_grad()
+    losses, sizes = [], []
+    for config in configs:
+        model.set_active_subnet(config)
+        single, size, _ = criterion(model, sample)
+        single.backward()
+        losses.append(float(single))
+        sizes.append(size)
+    assert float(loss) == pytest.approx(sum(losses), rel=1e-5) and sample_size == sum(sizes)
+    assert log["loss"] == pytest.approx(sum(losses), rel=1e-5)
+    separate = {name: p.grad for name, p in model.named_parameters() if p.grad is not None}
+    assert together.keys() == separate.keys() and len(together) > 20
+    for name, grad in together.items():
+        assert torch.allclose(grad, separate[name], rtol=1e-4, atol=1e-7), name
+    assert task._idle_parameters == []  # the largest uses every weight: nothing is left idle
+
+
 def test_fairseq_generate_with_the_plugin(trained, data_bin):
     from hat.training import PLUGIN_DIR
 
@@ -144,6 +190,69 @@ def test_fixed_subtransformer_finetunes_from_inherited_weights(trained, data_bin
     config_file.unlink()  # the checkpoint carries its config, not the path of the YAML file
     loaded = load_supernet(last)
     assert loaded.fixed_config == config and loaded.num_updates == 5
+
+
+def test_distillation_loss_is_the_tempered_kl_over_target_tokens():
+    pytest.importorskip("fairseq")
+    from hat.training import load_plugin
+
+    load_plugin()
+    distillation_loss = sys.modules["fairseq_plugin.criterions"].distillation_loss
+    g = torch.Generator().manual_seed(0)
+    student, teacher = torch.randn(2, 3, 7, generator=g), torch.randn(2, 3, 7, generator=g)
+    target = torch.tensor([[4, 5, 1], [6, 1, 1]])  # 1 = padding
+    for temperature in (1.0, 2.0):
+        p = torch.softmax(teacher / temperature, -1)
+        kl = (p * (p.log() - torch.log_softmax(student / temperature, -1))).sum(-1)
+        expected = kl[target.ne(1)].sum() * temperature**2
+        assert torch.allclose(distillation_loss(student, teacher, target, 1, temperature), expected, atol=1e-6)
+    assert float(distillation_loss(teacher, teacher, target, 1, 2.0)) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_finetuning_with_distillation_from_the_supertransformer(trained, data_bin, tmp_path, tiny_space):
+    """The teacher defaults to the restore file's largest SubTransformer; its weights stay out of the
+    student's checkpoint; distillation changes what the student learns."""
+    from hat.training import Distillation, train
+
+    config_file = tmp_path / "sub.yaml"
+    tiny_space.smallest().to_yaml(config_file)
+    common = dict(space=SPACES / "tiny.yaml", data=data_bin, subtransformer_config=config_file,
+                  restore_file=trained["last"], reset_optimizer=True, options={**TRAIN_OPTIONS, "max-update": 6})
+    plain = train(save_dir=tmp_path / "plain", **common)
+    distilled = train(save_dir=tmp_path / "distilled", distill=Distillation(alpha=0.5, temperature=2.0), **common)
+    assert "distill_loss" in (tmp_path / "distilled" / "train.log").read_text()
+    assert distilled.stat().st_size < 1.1 * plain.stat().st_size  # no teacher inside
+    a, b = load_supernet(plain).supernet.state_dict(), load_supernet(distilled).supernet.state_dict()
+    assert any(not torch.equal(a[name], b[name]) for name in a)
+    with pytest.raises(HatError, match="needs a teacher"):
+        train(save_dir=tmp_path / "none", distill=Distillation(), **{**common, "restore_file": None})
+
+
+def test_sequence_level_distillation_data_holds_the_teachers_translations(trained, data_bin, tmp_path):
+    from fairseq.data import data_utils
+
+    from hat.cli import main
+    from hat.evaluation import generate
+
+    out = tmp_path / "distilled"
+    assert main(["data", "distil", "--checkpoint", str(trained["last"]), "--data", str(data_bin), "--out", str(out),
+                 "--split", "valid", "--beam", "2"]) == 0
+    info = json.loads((out / "distilled.json").read_text())
+    assert info["translated"] + info["kept"] == 60 and info["translated"] > 50
+    _, hypotheses, _ = generate(trained["last"], data_bin, None, "valid", beam=2)
+    new = data_utils.load_indexed_dataset(str(out / "valid.en-de.de"), None, "mmap")
+    old = data_utils.load_indexed_dataset(str(data_bin / "valid.en-de.de"), None, "mmap")
+    assert all(torch.equal(new[i], hypotheses[i].long()) for i in hypotheses)
+    assert sum(not torch.equal(new[i], old[i]) for i in hypotheses) > len(hypotheses) // 2
+    for name in ("valid.en-de.en.bin", "train.en-de.de.bin", "dict.de.txt"):
+        assert (out / name).read_bytes() == (data_bin / name).read_bytes()
+    # the new folder trains like any other
+    from hat.training import train
+
+    last = train(space=SPACES / "tiny.yaml", data=out, save_dir=tmp_path / "ckpt", options={**TRAIN_OPTIONS, "max-update": 2})
+    assert load_supernet(last).num_updates == 2
+    assert main(["data", "distil", "--checkpoint", str(trained["last"]), "--data", str(data_bin), "--out", str(out),
+                 "--split", "valid"]) == 0  # finished: returned as it is
 
 
 def test_lost_config_of_an_old_checkpoint_is_refused_not_replaced(trained, tmp_path):

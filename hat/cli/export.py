@@ -44,7 +44,6 @@ def register(commands: argparse._SubParsersAction) -> None:
     ve.add_argument("--runs", type=int_at_least(1, 100000), help="timed runs (default: the predictor's protocol)")
     ve.add_argument("--json", action="store_true", help="print the report as JSON")
     ve.set_defaults(handler=cmd_verify)
-    register_demo(commands)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -109,25 +108,3 @@ def cmd_verify(args: argparse.Namespace) -> int:
             verdict = "EXCEEDS" if over else "meets"
             print(f"  {verdict} the {args.constraint:g} ms constraint (tolerance {100 * args.tolerance:.0f}%)")
     return 1 if over else 0
-
-
-def register_demo(commands: argparse._SubParsersAction) -> None:
-    demo = commands.add_parser("demo", help="the whole pipeline on the embedded synthetic corpus (~10 min on 2 cores)")
-    demo.add_argument("--out", type=Path, default=Path("runs/demo"), help="run folder (re-running it resumes)")
-    demo.add_argument("--quick", action="store_true", help="a smaller run (fewer updates, samples and generations)")
-    demo.add_argument("--threads", type=int_at_least(1, 1024), default=1, help="threads for latency measurement and search")
-    demo.add_argument("--precision", choices=["fp32", "int8"], default="fp32",
-                      help="onnxruntime weights the demo profiles, searches under and verifies (the deployed runtime)")
-    demo.set_defaults(handler=cmd_demo)
-
-
-def cmd_demo(args: argparse.Namespace) -> int:
-    from hat.demo import Demo, DemoSettings
-
-    check_output_dir(args.out)
-    make = DemoSettings.quick if args.quick else DemoSettings
-    settings = make(out=args.out, threads=args.threads, precision=args.precision)
-    demo = Demo(settings)
-    report = demo.run()
-    print("\n".join(demo.summary_lines() + [f"report: {report}"]))
-    return 0

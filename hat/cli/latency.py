@@ -16,6 +16,11 @@ log = logging.getLogger("hat.profile")
 
 
 def register(commands: argparse._SubParsersAction) -> None:
+    _register_profile(commands)
+    _register_predictor(commands)
+
+
+def _register_profile(commands: argparse._SubParsersAction) -> None:
     profile = commands.add_parser("profile", help="measure latency tables and an end-to-end dataset on this device")
     profile.add_argument("--space", type=Path, required=True, help="search space YAML")
     profile.add_argument("--device", help="device name (default: from the CPU/GPU model and threads)")
@@ -52,6 +57,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     profile.add_argument("--out", type=Path, help="output folder (default: latency_tables/DEVICE/)")
     profile.set_defaults(handler=cmd_profile)
 
+
+def _register_predictor(commands: argparse._SubParsersAction) -> None:
     predictor = commands.add_parser("predictor", help="fit, evaluate and query latency predictors")
     sub = predictor.add_subparsers(dest="predictor_command", required=True, metavar="ACTION", help="one of the actions below")
     fit = sub.add_parser("fit", help="fit a predictor on a latency dataset")
@@ -82,6 +89,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 def cmd_profile(args: argparse.Namespace) -> int:
     from hat.latency.collector import LatencyCollector, ray_runner, reference_noise
+    from hat.pipeline import profile
     from hat.latency.protocol import Protocol, default_device_name
     from hat.space import SearchSpace
 
@@ -102,15 +110,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
     out = check_output_dir(args.out or Path("latency_tables") / safe_file_name(device) / safe_file_name(space.name))
     collector = LatencyCollector(space, protocol, out, backend=_backend(args), runner=runner, chunk_size=args.chunk_size,
                                  steady_tolerance=args.steady_tolerance, retries=args.retries)
-    if not args.no_tables:
-        collector.collect_tables()
-    if args.samples:
-        collector.collect_dataset(args.samples, seed=args.seed)
-    if args.test_samples:
-        train_ids = {c.archid for c in collector.sample_configs(args.samples, args.seed)}
-        test = [c for c in collector.sample_configs(args.samples + args.test_samples * 2, args.seed + 1)
-                if c.archid not in train_ids][: args.test_samples]
-        collector.collect_dataset(len(test), configs=test, file_name="test.csv")
+    profile(collector, args.samples, args.test_samples, seed=args.seed, tables=not args.no_tables)
     noise = reference_noise(out)
     if noise:
         log.info("reference model (%s) over %d chunks: %.3f ms ± %.3f (CV %.2f%%, max/min %.3f); %d chunk(s) "
@@ -148,22 +148,6 @@ def _vocab(args: argparse.Namespace) -> int:
     return size
 
 
-def _tables(path: Path | None):
-    from hat.latency.tables import LatencyTables
-
-    if path is None:
-        return None
-    return LatencyTables.load(path / "tables.json" if path.is_dir() else path)
-
-
-def _runtime(device: dict) -> tuple[str, str, str]:
-    """(backend, precision, provider) of a latency file's device record."""
-    from hat.latency.predictor import runtime_of
-
-    runtime = runtime_of({"device": device})
-    return runtime["backend"], runtime["precision"], runtime["provider"]
-
-
 def _print_metrics(name: str, m: dict) -> None:
     print(f"{name}: n={m['n']} RMSE {m['rmse_ms']:.3f} ms | MAPE {m['mape_pct']:.2f}% | "
           f"within ±5% {100 * m['within_5pct']:.1f}% | within ±10% {100 * m['within_10pct']:.1f}% | "
@@ -171,33 +155,17 @@ def _print_metrics(name: str, m: dict) -> None:
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
-    from hat.latency.dataset import LatencyDataset
-    from hat.latency.predictor import LatencyPredictor, fit_auto
+    from hat.pipeline import fit_predictor
 
     check_output_file(args.out, "predictor file")
-    data = LatencyDataset.load(args.data, args.format)
-    tables = _tables(args.tables)
-    if tables is not None and data.meta.get("space_fingerprint") not in (None, tables.space_fingerprint):
-        raise HatError(f"tables were measured for space '{tables.space_name}', the dataset for '{data.meta.get('space')}'", args.tables)
-    if tables is not None and data.meta.get("protocol") not in (None, tables.protocol):
-        raise HatError("tables and dataset were measured with different protocols (src-len/beam/vocab)", args.tables)
-    if tables is not None and data.meta.get("device") and _runtime(tables.device) != _runtime(data.meta["device"]):
-        raise HatError(f"tables were measured on {' '.join(_runtime(tables.device))}, the dataset on "
-                       f"{' '.join(_runtime(data.meta['device']))}", args.tables)
-    if len(data) < 10:
-        raise HatError(f"needs at least 10 rows to fit, got {len(data)}", args.data)
-    if args.model == "auto":
-        predictor, scores = fit_auto(data, tables, seed=args.seed)
-    else:
-        predictor = LatencyPredictor(args.model, tables=tables if data.configs is not None else None).fit(data, seed=args.seed)
-        scores = {}
+    predictor, scores = fit_predictor(args.data, args.tables, kind=args.model, seed=args.seed, data_format=args.format)
     predictor.save(args.out)
     if args.json:
         print(json.dumps({"model": predictor.kind, "cross_validation": scores, "train": predictor.info["train"], "out": str(args.out)}, indent=2))
     else:
         for kind, m in scores.items():
             _print_metrics(f"5-fold CV {kind}", m)
-        print(f"chose '{predictor.kind}', refitted on all {len(data)} rows -> {args.out}")
+        print(f"chose '{predictor.kind}', refitted on all {predictor.info['train']['n']} rows -> {args.out}")
     return 0
 
 

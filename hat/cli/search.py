@@ -21,6 +21,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     s.add_argument("--data", type=Path, required=True, help="data-bin folder (validation split)")
     s.add_argument("--predictor", type=Path, required=True, help="latency predictor JSON")
     s.add_argument("--latency-constraint", type=positive_float(), nargs="+", required=True, metavar="MS", help="latency budget(s) in ms, one search per budget")
+    s.add_argument("--max-params", type=count, metavar="COUNT",
+                   help="keep SubTransformers at or under this many parameters (e.g. 20M), embeddings included")
+    s.add_argument("--max-size-mb", type=positive_float(), metavar="MB",
+                   help="keep the exported weights at or under this many MB at the predictor's precision")
     s.add_argument("--population", type=int_at_least(1), default=125, help="population size of each generation")
     s.add_argument("--parents", type=int_at_least(1), default=25, help="best candidates kept as parents")
     s.add_argument("--mutations", type=int_at_least(0), default=50, help="children made by mutation per generation")
@@ -40,12 +44,37 @@ def register(commands: argparse._SubParsersAction) -> None:
     s.set_defaults(handler=cmd_search)
 
 
+def count(text: str) -> float:
+    """argparse type of ``--max-params``: 20000000, 20M, 1.5e7."""
+    from hat.search.objectives import parse_count
+
+    try:
+        return parse_count(text)
+    except HatError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def _limits(args: argparse.Namespace, space, supernet, precision: str) -> list:
+    """The --max-* options as limits of the search, measured with the checkpoint's vocabulary."""
+    from hat.search.objectives import Limit, parameters, weights_mb
+    from hat.subtransformer import ModelDims
+
+    dims = ModelDims.for_space(space, supernet.src_vocab_size, supernet.tgt_vocab_size)
+    limits = []
+    if args.max_params is not None:
+        limits.append(Limit(parameters(dims), args.max_params))
+    if args.max_size_mb is not None:
+        limits.append(Limit(weights_mb(dims, precision), args.max_size_mb))
+    return limits
+
+
 def cmd_search(args: argparse.Namespace) -> int:
     from hat.checkpoints import load_supernet
     from hat.latency import LatencyPredictor
     from hat.search import EvolutionarySearch, InheritedLossFitness, random_search
     from hat.search.evaluators import make_evaluator
     from hat.search.outputs import write_search_outputs
+    from hat.search.store import SearchStore
     from hat.space import SearchSpace
 
     check_output_dir(args.out)
@@ -57,14 +86,17 @@ def cmd_search(args: argparse.Namespace) -> int:
         predictor.check_vocabulary(checkpoint.supernet.tgt_vocab_size)
     except HatError as err:
         raise HatError(str(err), args.predictor) from None
+    limits = _limits(args, space, checkpoint.supernet, predictor.runtime.get("precision") or "fp32")
     fitness = InheritedLossFitness(args.checkpoint, args.data, split=args.split, valid_subset=args.valid_subset,
                                    seed=args.seed)
     fitness.load()
+    store = SearchStore(args.out / "scored.jsonl", fitness=fitness.describe(), space=space)
     evaluator = make_evaluator(fitness, args.workers, args.ray_address)
     search = EvolutionarySearch(
         space, fitness, predictor, args.latency_constraint, seed=args.seed, population=args.population,
         parents=args.parents, mutations=args.mutations, crossovers=args.crossovers, mutation_prob=args.mutation_prob,
-        iterations=args.iterations, evaluator=evaluator, state_path=args.out / "state.json",
+        iterations=args.iterations, evaluator=evaluator, state_path=args.out / "state.json", limits=limits,
+        store=store,
     )
     start = time.time()
     try:
@@ -74,7 +106,7 @@ def cmd_search(args: argparse.Namespace) -> int:
             extra["random_search"] = []
             for item in result.results:
                 best = random_search(space, fitness, predictor, item.constraint_ms, item.evaluations, seed=args.seed,
-                                     evaluator=evaluator)
+                                     evaluator=evaluator, limits=limits, store=store)
                 extra["random_search"].append({"constraint_ms": item.constraint_ms, "budget": item.evaluations,
                                                "loss": best.loss, "archid": best.archid,
                                                "predicted_latency_ms": best.latency_ms})
@@ -86,8 +118,9 @@ def cmd_search(args: argparse.Namespace) -> int:
         print(json.dumps({**summary, "summary_file": str(args.out / "summary.json")}, indent=2))
         return 0
     for item in summary["results"]:
+        values = "".join(f", {limit.name} {item[limit.name]:g}" for limit in limits)
         line = (f"<= {item['constraint_ms']:g} ms ({summary['latency_unit']}): loss {item['loss']:.4f} at {item['predicted_latency_ms']:.2f} ms "
-                f"predicted -> {args.out / item['config_file']}")
+                f"predicted{values} -> {args.out / item['config_file']}")
         print(line)
     print(f"{result.evaluations} fitness evaluations in {extra['wall_time_s']:.1f} s; summary: {args.out / 'summary.json'}")
     return 0

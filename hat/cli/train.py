@@ -5,12 +5,18 @@ import argparse
 import json
 from pathlib import Path
 
-from hat.cli.options import finite_float, int_at_least
+from hat.cli.options import finite_float, float_at_least, int_at_least, positive_float
 from hat.errors import HatError
 from hat.io import check_output_dir
 
 
 def register(commands: argparse._SubParsersAction) -> None:
+    _register_data(commands)
+    _register_train(commands)
+    _register_evaluate(commands)
+
+
+def _register_data(commands: argparse._SubParsersAction) -> None:
     data = commands.add_parser("data", help="make or prepare translation data")
     sub = data.add_subparsers(dest="data_command", required=True, metavar="ACTION", help="one of the actions below")
     syn = sub.add_parser("synthetic", help="write the embedded synthetic en-de corpus (raw text)")
@@ -37,6 +43,19 @@ def register(commands: argparse._SubParsersAction) -> None:
     prep.add_argument("--workers", type=int_at_least(1, 256), default=1, help="parallel workers of fairseq's binarization")
     prep.set_defaults(handler=cmd_prepare)
 
+    distil = sub.add_parser("distil", help="sequence-level distillation: a data-bin whose targets a teacher translated")
+    distil.add_argument("--checkpoint", type=Path, required=True, help="teacher checkpoint")
+    distil.add_argument("--data", type=Path, required=True, help="data-bin folder to start from")
+    distil.add_argument("--out", type=Path, required=True, help="data-bin folder to write")
+    distil.add_argument("--config", type=Path, help="teacher SubTransformer (default: the checkpoint's own, or the largest)")
+    distil.add_argument("--split", default="train", help="split whose targets are replaced")
+    distil.add_argument("--beam", type=int_at_least(1, 64), default=5, help="beam size of the teacher")
+    distil.add_argument("--lenpen", type=finite_float, default=1.0, help="length penalty of the teacher's beam search")
+    distil.add_argument("--max-tokens", type=int_at_least(1), default=4096, help="tokens per batch")
+    distil.set_defaults(handler=cmd_distil)
+
+
+def _register_train(commands: argparse._SubParsersAction) -> None:
     train = commands.add_parser(
         "train", help="train a SuperTransformer (or a SubTransformer) on fairseq; other options go to fairseq-train"
     )
@@ -49,8 +68,17 @@ def register(commands: argparse._SubParsersAction) -> None:
     train.add_argument("--restore-file", type=Path, help="start from this checkpoint (e.g. a SuperTransformer)")
     train.add_argument("--finetune", action="store_true", help="with --restore-file: reset optimizer and schedule")
     train.add_argument("--sampler", choices=["uniform", "sandwich"], default="uniform", help="SubTransformer(s) per update: one sampled (HAT), or largest + smallest + one sampled")
+    train.add_argument("--distill-from", type=Path, metavar="CKPT",
+                       help="distil from this teacher checkpoint (its own SubTransformer, or a SuperTransformer's largest)")
+    train.add_argument("--distill-alpha", type=float_at_least(0, 1),
+                       help="weight of word-level distillation (default 0.5 when distilling; with --restore-file "
+                            "and no --distill-from the teacher is that checkpoint's largest SubTransformer)")
+    train.add_argument("--distill-temperature", type=positive_float(), default=1.0,
+                       help="softmax temperature of teacher and student when distilling")
     train.set_defaults(handler=cmd_train, accepts_extra_args=True)
 
+
+def _register_evaluate(commands: argparse._SubParsersAction) -> None:
     ev = commands.add_parser("evaluate", help="validation loss and BLEU of a SubTransformer")
     ev.add_argument("--checkpoint", type=Path, required=True, help="checkpoint to evaluate")
     ev.add_argument("--data", type=Path, required=True, help="fairseq data-bin folder")
@@ -96,13 +124,28 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_distil(args: argparse.Namespace) -> int:
+    from hat.data.distill import distil_data
+    from hat.space import SubTransformerConfig
+
+    config = SubTransformerConfig.from_yaml(args.config) if args.config else None
+    print(distil_data(args.checkpoint, args.data, args.out, config, split=args.split, beam=args.beam,
+                      lenpen=args.lenpen, max_tokens=args.max_tokens))
+    return 0
+
+
 def cmd_train(args: argparse.Namespace) -> int:
-    from hat.training import load_options_file, train
+    from hat.training import Distillation, load_options_file, train
 
     options = load_options_file(args.fairseq_config) if args.fairseq_config else {}
+    distill = None
+    if args.distill_from is not None or args.distill_alpha is not None:
+        alpha = 0.5 if args.distill_alpha is None else args.distill_alpha
+        distill = Distillation(alpha, args.distill_temperature, args.distill_from)
     last = train(space=args.space, data=args.data, save_dir=args.save_dir,
                  subtransformer_config=args.subtransformer_config, restore_file=args.restore_file,
-                 reset_optimizer=args.finetune, sampler=args.sampler, options=options, extra_args=args.extra_args)
+                 reset_optimizer=args.finetune, sampler=args.sampler, options=options, extra_args=args.extra_args,
+                 distill=distill)
     print(last)
     return 0
 

@@ -64,8 +64,6 @@ def prepare_data(
     ``out`` gets fairseq's ``dict.*.txt`` and binary splits, the sentencepiece model(s) and
     ``hat_data.json`` describing them. With ``bpe='none'`` the text is used as tokenized.
     """
-    import sentencepiece as spm
-
     if bpe not in ("sentencepiece", "none"):
         raise HatError(f"--bpe must be sentencepiece or none, got '{bpe}'")
     if src == tgt:
@@ -81,29 +79,11 @@ def prepare_data(
     try:
         spm_models: dict[str, str] = {}
         if bpe == "sentencepiece":
-            langs = {"joint": (src, tgt)} if joined_dictionary else {src: (src,), tgt: (tgt,)}
-            for name, members in langs.items():
-                corpus = work / f"spm_{name}.txt"
-                lines = [line for lang in members for line in texts["train"][0 if lang == src else 1]]
-                corpus.write_text("\n".join(lines) + "\n", encoding="utf-8")
-                prefix = out / f"spm.{name}"
-                log.info("training sentencepiece (%s, vocab %d) on %d lines", name, vocab_size, len(lines))
-                try:
-                    spm.SentencePieceTrainer.train(
-                        input=str(corpus), model_prefix=str(prefix), vocab_size=vocab_size,
-                        character_coverage=1.0, model_type="unigram", num_threads=max(1, workers),
-                        minloglevel=2, hard_vocab_limit=False, bos_id=-1, eos_id=-1, pad_id=-1, unk_id=0,
-                    )
-                except RuntimeError as err:
-                    raise HatError(f"sentencepiece training failed: {str(err).splitlines()[-1]}") from None
-                for lang in members:
-                    spm_models[lang] = f"spm.{name}.model"
-            processors = {lang: spm.SentencePieceProcessor(model_file=str(out / model)) for lang, model in spm_models.items()}
+            spm_models = _train_sentencepiece(texts["train"], src, tgt, work, out, vocab_size, joined_dictionary, workers)
+        encode = _encoders(out, spm_models)
         for name, (source, target) in texts.items():
             for lang, lines in ((src, source), (tgt, target)):
-                if bpe == "sentencepiece":
-                    lines = [" ".join(pieces) for pieces in processors[lang].encode(lines, out_type=str)]
-                (work / f"{name}.{lang}").write_text("\n".join(lines) + "\n", encoding="utf-8")
+                (work / f"{name}.{lang}").write_text("\n".join(encode(lang, lines)) + "\n", encoding="utf-8")
         _binarize(work, out, src, tgt, "test" in texts, joined_dictionary, workers)
         meta = {
             "src": src, "tgt": tgt, "bpe": bpe, "sentencepiece": spm_models, "joined_dictionary": joined_dictionary,
@@ -113,6 +93,45 @@ def prepare_data(
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return out
+
+
+def _train_sentencepiece(train: tuple[list[str], list[str]], src: str, tgt: str, work: Path, out: Path,
+                         vocab_size: int, joined: bool, workers: int) -> dict[str, str]:
+    """One unigram model for both languages (``joined``) or one each; returns language -> model file."""
+    import sentencepiece as spm
+
+    models: dict[str, str] = {}
+    langs = {"joint": (src, tgt)} if joined else {src: (src,), tgt: (tgt,)}
+    for name, members in langs.items():
+        corpus = work / f"spm_{name}.txt"
+        lines = [line for lang in members for line in train[0 if lang == src else 1]]
+        corpus.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        log.info("training sentencepiece (%s, vocab %d) on %d lines", name, vocab_size, len(lines))
+        try:
+            spm.SentencePieceTrainer.train(
+                input=str(corpus), model_prefix=str(out / f"spm.{name}"), vocab_size=vocab_size,
+                character_coverage=1.0, model_type="unigram", num_threads=max(1, workers),
+                minloglevel=2, hard_vocab_limit=False, bos_id=-1, eos_id=-1, pad_id=-1, unk_id=0,
+            )
+        except RuntimeError as err:
+            raise HatError(f"sentencepiece training failed: {str(err).splitlines()[-1]}") from None
+        for lang in members:
+            models[lang] = f"spm.{name}.model"
+    return models
+
+
+def _encoders(out: Path, models: dict[str, str]):
+    """``encode(lang, lines)``: sentencepiece pieces joined by spaces, or the lines as they are."""
+    import sentencepiece as spm
+
+    processors = {lang: spm.SentencePieceProcessor(model_file=str(out / model)) for lang, model in models.items()}
+
+    def encode(lang: str, lines: list[str]) -> list[str]:
+        if lang not in processors:
+            return lines
+        return [" ".join(pieces) for pieces in processors[lang].encode(lines, out_type=str)]
+
+    return encode
 
 
 def _binarize(work: Path, out: Path, src: str, tgt: str, has_test: bool, joined: bool, workers: int) -> None:

@@ -34,7 +34,6 @@ def export_model(
 
     from hat.checkpoints import load_supernet
     from hat.data.prepare import check_data_folder
-    from hat.space import SubTransformerConfig
     from hat.subtransformer import count_parameters, extract_subtransformer
 
     if quantize not in (None, "int8"):
@@ -42,25 +41,10 @@ def export_model(
     if quantize and not onnx:
         raise HatError("--quantize int8 quantizes the ONNX graphs: add --onnx")
     loaded = load_supernet(checkpoint)
-    if config_path is not None:
-        config = SubTransformerConfig.from_yaml(config_path)
-        try:
-            loaded.space.validate(config)
-        except HatError as err:
-            raise HatError(str(err), config_path) from None
-    else:
-        from hat.evaluation import default_config
-
-        config = default_config(loaded)
+    config = _chosen_config(loaded, config_path)
     meta = check_data_folder(data, (), loaded.langs)
     data = Path(data)
-    src_dict, tgt_dict = data / f"dict.{meta['src']}.txt", data / f"dict.{meta['tgt']}.txt"
-    from hat.export.dictionary import Dictionary
-    from hat.export.runtime import load_sentencepiece
-
-    if len(Dictionary.load(src_dict)) != loaded.supernet.src_vocab_size or \
-            len(Dictionary.load(tgt_dict)) != loaded.supernet.tgt_vocab_size:
-        raise HatError("the data folder's dictionaries do not match the checkpoint's vocabulary sizes", data)
+    src_dict, tgt_dict = _matching_dictionaries(data, meta, loaded)
     model = extract_subtransformer(loaded.supernet, config).eval()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -68,13 +52,6 @@ def export_model(
     config.to_yaml(out / CONFIG)
     shutil.copy(src_dict, out / "dict.src.txt")
     shutil.copy(tgt_dict, out / "dict.tgt.txt")
-    spm = {}
-    for lang, side in ((meta["src"], "src"), (meta["tgt"], "tgt")):
-        name = (meta.get("sentencepiece") or {}).get(lang)
-        if name:
-            load_sentencepiece(data / name)  # a corrupt model fails here, naming the file
-            shutil.copy(data / name, out / f"spm.{side}.model")
-            spm[side] = f"spm.{side}.model"
     manifest: dict[str, Any] = {
         "format": FORMAT,
         "space": loaded.space.name, "space_fingerprint": loaded.space.fingerprint,
@@ -84,27 +61,72 @@ def export_model(
         "dims": model.dims.to_dict(),
         "source_checkpoint": {"path": str(checkpoint), "sha256": loaded.sha256, "num_updates": loaded.num_updates},
         "languages": {"src": meta["src"], "tgt": meta["tgt"]},
-        "sentencepiece": spm,
+        "sentencepiece": _copy_sentencepiece(data, meta, out),
         "weights": WEIGHTS, "config": CONFIG, "torch": torch.__version__,
-        "onnx": {},
+        "onnx": _write_onnx(model, out, quantize) if onnx else {},
         "files": {},
     }
-    if onnx:
-        from hat.export.graphs import export_onnx
-
-        encoder, decoder = ONNX_FILES["fp32"]
-        export_onnx(model, str(out / encoder), str(out / decoder))
-        manifest["onnx"]["fp32"] = {"encoder": encoder, "decoder_step": decoder}
-        if quantize == "int8":
-            from hat.export.graphs import quantize_int8
-
-            q_encoder, q_decoder = ONNX_FILES["int8"]
-            for source, target in ((encoder, q_encoder), (decoder, q_decoder)):
-                quantize_int8(str(out / source), str(out / target))
-            manifest["onnx"]["int8"] = {"encoder": q_encoder, "decoder_step": q_decoder}
     manifest["files"] = {name: file_sha256(out / name) for name in _listed_files(manifest)}
     atomic_write_json(out / MANIFEST, manifest)
     return out
+
+
+def _chosen_config(loaded: Any, config_path: str | Path | None) -> Any:
+    """The config file's SubTransformer (checked against the space), else the checkpoint's default."""
+    from hat.space import SubTransformerConfig
+
+    if config_path is None:
+        from hat.evaluation import default_config
+
+        return default_config(loaded)
+    config = SubTransformerConfig.from_yaml(config_path)
+    try:
+        loaded.space.validate(config)
+    except HatError as err:
+        raise HatError(str(err), config_path) from None
+    return config
+
+
+def _matching_dictionaries(data: Path, meta: dict[str, Any], loaded: Any) -> tuple[Path, Path]:
+    """The data folder's dictionaries, which must have the checkpoint's vocabulary sizes."""
+    from hat.export.dictionary import Dictionary
+
+    src_dict, tgt_dict = data / f"dict.{meta['src']}.txt", data / f"dict.{meta['tgt']}.txt"
+    if len(Dictionary.load(src_dict)) != loaded.supernet.src_vocab_size or \
+            len(Dictionary.load(tgt_dict)) != loaded.supernet.tgt_vocab_size:
+        raise HatError("the data folder's dictionaries do not match the checkpoint's vocabulary sizes", data)
+    return src_dict, tgt_dict
+
+
+def _copy_sentencepiece(data: Path, meta: dict[str, Any], out: Path) -> dict[str, str]:
+    """Copy the data folder's sentencepiece models (each loaded first: a corrupt one fails, named)."""
+    from hat.export.runtime import load_sentencepiece
+
+    spm = {}
+    for lang, side in ((meta["src"], "src"), (meta["tgt"], "tgt")):
+        name = (meta.get("sentencepiece") or {}).get(lang)
+        if name:
+            load_sentencepiece(data / name)
+            shutil.copy(data / name, out / f"spm.{side}.model")
+            spm[side] = f"spm.{side}.model"
+    return spm
+
+
+def _write_onnx(model: Any, out: Path, quantize: str | None) -> dict[str, dict[str, str]]:
+    """The fp32 encoder and decoder-step graphs, and their int8 versions when asked."""
+    from hat.export.graphs import export_onnx
+
+    encoder, decoder = ONNX_FILES["fp32"]
+    export_onnx(model, str(out / encoder), str(out / decoder))
+    graphs = {"fp32": {"encoder": encoder, "decoder_step": decoder}}
+    if quantize == "int8":
+        from hat.export.graphs import quantize_int8
+
+        q_encoder, q_decoder = ONNX_FILES["int8"]
+        for source, target in ((encoder, q_encoder), (decoder, q_decoder)):
+            quantize_int8(str(out / source), str(out / target))
+        graphs["int8"] = {"encoder": q_encoder, "decoder_step": q_decoder}
+    return graphs
 
 
 def _listed_files(manifest: dict[str, Any]) -> list[str]:

@@ -1,4 +1,5 @@
-"""fairseq ``--user-dir`` plugin: the ``hat_transformer`` model and the ``hat_translation`` task.
+"""fairseq ``--user-dir`` plugin: the ``hat_transformer`` model, the ``hat_translation`` task and the
+``hat_distillation`` criterion.
 
 fairseq imports this folder as a top-level package named after it; importing the modules here
 runs their ``register_*`` decorators. Inside HAT, load it with :func:`hat.training.load_plugin`
@@ -6,7 +7,7 @@ runs their ``register_*`` decorators. Inside HAT, load it with :func:`hat.traini
 """
 from hat.checkpoints import install_fairseq_safe_loading
 
-from . import models, tasks  # noqa: F401  (registers the model and the task)
+from . import criterions, models, tasks  # noqa: F401  (registers the model, the task and the criterion)
 
 # Every process that runs HAT's model on fairseq (DDP workers included) imports this plugin
 # before it reads a checkpoint: from here on fairseq never unpickles code.

@@ -12,61 +12,22 @@ from __future__ import annotations
 
 import logging
 import random
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from hat.errors import HatError
 from hat.io import atomic_write_json, file_content, finite, load_json
+from hat.search.objectives import Limit
 from hat.search.operators import crossover, mutate
+from hat.search.results import Candidate, ConstraintResult, LatencyModel, SearchResult
+from hat.search.store import SearchStore
 from hat.space import Genome, SearchSpace, SubTransformerConfig
 
 log = logging.getLogger(__name__)
 STATE_FORMAT = "hat-search-state-v1"
-
-
-class LatencyModel(Protocol):
-    """What the search needs from a predictor: ``predict(configs) -> ms`` (see LatencyPredictor)."""
-
-    def predict(self, configs: Sequence[SubTransformerConfig]) -> np.ndarray: ...
-
-
-@dataclass
-class Candidate:
-    archid: str
-    config: SubTransformerConfig
-    latency_ms: float
-    loss: float | None = None
-
-
-@dataclass
-class ConstraintResult:
-    constraint_ms: float
-    best: Candidate
-    best_loss_per_iteration: list[float]
-    evaluations: int  # fitness evaluations spent for this constraint (cache hits not counted)
-
-
-@dataclass
-class SearchResult:
-    results: list[ConstraintResult]
-    candidates: dict[str, Candidate]
-    history: list[dict[str, Any]]
-    evaluations: int
-    feasible_range_ms: tuple[float, float]
-
-    def pareto_front(self) -> list[Candidate]:
-        """Evaluated candidates not beaten on both predicted latency and loss, by latency."""
-        evaluated = sorted((c for c in self.candidates.values() if c.loss is not None),
-                           key=lambda c: (c.latency_ms, c.loss))
-        front, best = [], float("inf")
-        for candidate in evaluated:
-            if candidate.loss < best:
-                front.append(candidate)
-                best = candidate.loss
-        return front
 
 
 @dataclass
@@ -80,6 +41,9 @@ class _Progress:
     best_per_iteration: list[float] = field(default_factory=list)
     evaluations_at_start: int = 0
     finished: list[dict[str, Any]] = field(default_factory=list)
+
+
+_PROGRESS_FIELDS = [f.name for f in fields(_Progress)]
 
 
 class EvolutionarySearch:
@@ -109,6 +73,8 @@ class EvolutionarySearch:
         evaluator: Callable[[Sequence[SubTransformerConfig]], list[float]] | None = None,
         state_path: str | Path | None = None,
         progress: bool = True,
+        limits: Sequence[Limit] = (),
+        store: SearchStore | None = None,
     ) -> None:
         if not constraints:
             raise HatError("give at least one latency constraint")
@@ -120,6 +86,10 @@ class EvolutionarySearch:
             raise HatError(f"mutation probability must be in [0, 1], got {mutation_prob}")
         self.space, self.fitness, self.predictor = space, fitness, predictor
         self.constraints = [float(c) for c in constraints]
+        self.limits = list(limits)
+        self.store = store if store is not None else SearchStore()
+        if len({limit.name for limit in self.limits}) < len(self.limits):
+            raise HatError("each objective can be limited once")
         self.seed = seed
         self.population_size, self.parents, self.mutations, self.crossovers = population, parents, mutations, crossovers
         self.mutation_prob, self.iterations, self.max_tries = mutation_prob, iterations, max_tries
@@ -139,39 +109,54 @@ class EvolutionarySearch:
         found = self.candidates.get(config.archid)
         if found is None:
             latency = float(self.predictor.predict([config])[0])
-            found = self.candidates[config.archid] = Candidate(config.archid, config, latency)
+            found = self.candidates[config.archid] = Candidate(config.archid, config, latency,
+                                                               objectives=self._objectives(config))
         return found
 
+    def _objectives(self, config: SubTransformerConfig) -> dict[str, float]:
+        return {limit.name: float(limit.objective.measure(config)) for limit in self.limits}
+
+    def _feasible(self, candidate: Candidate, constraint: float) -> bool:
+        """Within the latency constraint and every limit."""
+        return candidate.latency_ms <= constraint and all(
+            limit.holds(candidate.objectives[limit.name]) for limit in self.limits)
+
     def _evaluate(self, genomes: Sequence[Genome], iteration: int, constraint: float) -> None:
+        """Score the candidates without a loss: from the store when it knows them (a resumed run, or
+        another search with the same fitness), else by the fitness. Each counts as one evaluation of
+        this search either way, so a resumed search reports what an uninterrupted one does."""
         fresh: dict[str, Candidate] = {}
         for genome in genomes:
             candidate = self._candidate(genome)
             if candidate.loss is None:
                 fresh[candidate.archid] = candidate
-        if fresh:
-            losses = self.evaluate([c.config for c in fresh.values()])
-            for candidate, loss in zip(fresh.values(), losses):
+        unknown = [c for c in fresh.values() if c.archid not in self.store]
+        if unknown:
+            for candidate, loss in zip(unknown, self.evaluate([c.config for c in unknown])):
                 if not np.isfinite(loss):
                     raise HatError(f"fitness returned {loss} for {candidate.archid}")
-                candidate.loss = float(loss)
+                self.store.add(candidate.config, float(loss))
+        self.evaluations += len(fresh)
+        if fresh:
+            for candidate in fresh.values():
+                candidate.loss = self.store.loss(candidate.archid)
                 self.history.append({
                     "constraint_ms": constraint, "iteration": iteration, "archid": candidate.archid,
-                    "latency_ms": candidate.latency_ms, "loss": candidate.loss, "config": candidate.config.to_json(),
+                    "latency_ms": candidate.latency_ms, **candidate.objectives, "loss": candidate.loss,
+                    "config": candidate.config.to_json(),
                 })
-            self.evaluations += len(fresh)
 
     def feasible_range(self, samples: int = 2000) -> tuple[float, float]:
-        """Predicted latency range of the space (extremes plus a seeded sample)."""
-        rng = random.Random(f"range:{self.seed}")
-        configs = [self.space.smallest(), self.space.largest()] + [self.space.sample(rng=rng) for _ in range(samples)]
-        predicted = self.predictor.predict(configs)
-        return float(np.min(predicted)), float(np.max(predicted))
+        """Predicted latency range of the space (see :func:`hat.pipeline.feasible_range`)."""
+        from hat.pipeline import feasible_range
+
+        return feasible_range(self.space, self.predictor, samples, self.seed)
 
     def _feasible_child(self, make: Callable[[], Genome], constraint: float, taken: set[str]) -> Genome | None:
         for _ in range(self.max_tries):
             genome = make()
             candidate = self._candidate(genome)
-            if candidate.latency_ms <= constraint and candidate.archid not in taken:
+            if self._feasible(candidate, constraint) and candidate.archid not in taken:
                 taken.add(candidate.archid)
                 return genome
         return None
@@ -184,12 +169,7 @@ class EvolutionarySearch:
         atomic_write_json(self.state_path, {
             "format": STATE_FORMAT,
             "settings": self._settings(),
-            "progress": {
-                "constraint_index": state.constraint_index, "iteration": state.iteration,
-                "population": state.population, "rng_state": state.rng_state,
-                "best_per_iteration": state.best_per_iteration, "evaluations_at_start": state.evaluations_at_start,
-                "finished": state.finished,
-            },
+            "progress": asdict(state),
             "evaluations": self.evaluations,
             "candidates": [
                 {"archid": c.archid, "config": c.config.to_dict(), "latency_ms": c.latency_ms, "loss": c.loss}
@@ -199,12 +179,15 @@ class EvolutionarySearch:
         })
 
     def _settings(self) -> dict[str, Any]:
-        return {
+        settings = {
             "space_fingerprint": self.space.fingerprint, "constraints": self.constraints, "seed": self.seed,
             "population": self.population_size, "parents": self.parents, "mutations": self.mutations,
             "crossovers": self.crossovers, "mutation_prob": self.mutation_prob, "iterations": self.iterations,
             "max_tries": self.max_tries,
         }
+        if self.limits:  # absent without limits: state files of searches without limits stay valid
+            settings["limits"] = [limit.to_dict() for limit in self.limits]
+        return settings
 
     def _load(self) -> bool:
         """Resume from the state file, trusting nothing in it: every config is checked against the
@@ -220,10 +203,11 @@ class EvolutionarySearch:
                            "use another --out or the same options", path)
         with file_content(path, "search state"):
             candidates = self._load_candidates(data["candidates"])
-            p = data["progress"]
-            state = _Progress(int(p["constraint_index"]), int(p["iteration"]), p["population"], p["rng_state"],
-                              [finite(x, "best loss") for x in p["best_per_iteration"]],
-                              int(p["evaluations_at_start"]), list(p["finished"]))
+            state = _Progress(**{name: data["progress"][name] for name in _PROGRESS_FIELDS})
+            state.constraint_index, state.iteration = int(state.constraint_index), int(state.iteration)
+            state.evaluations_at_start = int(state.evaluations_at_start)
+            state.best_per_iteration = [finite(x, "best loss") for x in state.best_per_iteration]
+            state.finished = list(state.finished)
             if not 0 <= state.constraint_index <= len(self.constraints) or not -1 <= state.iteration <= self.iterations:
                 raise ValueError("progress is outside this search's constraints or iterations")
             for genome in state.population:
@@ -232,7 +216,7 @@ class EvolutionarySearch:
                 if self.space.decode(genome).archid not in candidates:
                     raise ValueError("the population holds a genome that was never evaluated")
             for done in state.finished:
-                if candidates[done["archid"]].latency_ms > float(done["constraint_ms"]):
+                if not self._feasible(candidates[done["archid"]], float(done["constraint_ms"])):
                     raise ValueError(f"{done['archid']} does not meet its constraint")
             if state.rng_state is not None:
                 random.Random().setstate(_rng_state_from_json(state.rng_state))
@@ -247,7 +231,8 @@ class EvolutionarySearch:
             if item["archid"] != config.archid:
                 raise ValueError(f"archid {item['archid']} does not match its config ({config.archid})")
         latencies = self.predictor.predict(configs) if configs else []
-        return {c.archid: Candidate(c.archid, c, float(ms), finite(item["loss"], f"loss of {c.archid}"))
+        return {c.archid: Candidate(c.archid, c, float(ms), finite(item["loss"], f"loss of {c.archid}"),
+                                    self._objectives(c))
                 for item, c, ms in zip(items, configs, latencies)}
 
     # ---- the algorithm ------------------------------------------------------------------------
@@ -277,41 +262,14 @@ class EvolutionarySearch:
             bar = tqdm(total=self.iterations + 1, initial=state.iteration + 1, disable=not self.progress,
                        desc=f"search <= {constraint:g} ms", unit="gen")
             if state.iteration < 0:
-                state.evaluations_at_start = self.evaluations
-                taken: set[str] = set()
-                population = []
-                for _ in range(self.population_size):
-                    genome = self._feasible_child(lambda: self.space.sample_genome(rng), constraint, taken)
-                    if genome is not None:
-                        population.append(genome)
-                if not population:
-                    raise HatError(f"no SubTransformer under {constraint:g} ms found in {self.max_tries} tries")
-                self._evaluate(population, 0, constraint)
-                self._finish_iteration(state, population, rng, constraint, 0)
+                self._first_generation(state, rng, constraint)
                 bar.update(1)
             while state.iteration < self.iterations:
-                iteration = state.iteration + 1
-                population = [tuple(g) for g in state.population]
-                parents = self._select(population)
-                taken = {self._candidate(g).archid for g in parents}
-                children: list[Genome] = []
-                for _ in range(self.mutations):
-                    child = self._feasible_child(
-                        lambda: mutate(self.space, rng.choice(parents), self.mutation_prob, rng), constraint, taken)
-                    if child is not None:
-                        children.append(child)
-                for _ in range(self.crossovers):
-                    child = self._feasible_child(
-                        lambda: crossover(rng.choice(parents), rng.choice(parents), rng), constraint, taken)
-                    if child is not None:
-                        children.append(child)
-                population = parents + children
-                self._evaluate(population, iteration, constraint)
-                self._finish_iteration(state, population, rng, constraint, iteration)
+                self._next_generation(state, rng, constraint)
                 bar.update(1)
             bar.close()
             best = self._best(constraint)
-            assert best.latency_ms <= constraint, "a returned config must satisfy its constraint"
+            assert self._feasible(best, constraint), "a returned config must satisfy its constraint and limits"
             state.finished.append({"constraint_ms": constraint, "archid": best.archid,
                                    "best_per_iteration": state.best_per_iteration,
                                    "evaluations": self.evaluations - state.evaluations_at_start})
@@ -319,12 +277,48 @@ class EvolutionarySearch:
             self._save()
         return self._result((low, high))
 
+    def _first_generation(self, state: _Progress, rng: random.Random, constraint: float) -> None:
+        """A population of feasible random SubTransformers, scored."""
+        state.evaluations_at_start = self.evaluations
+        taken: set[str] = set()
+        population = []
+        for _ in range(self.population_size):
+            genome = self._feasible_child(lambda: self.space.sample_genome(rng), constraint, taken)
+            if genome is not None:
+                population.append(genome)
+        if not population:
+            within = "".join(f" and {limit.describe()}" for limit in self.limits)
+            raise HatError(f"no SubTransformer under {constraint:g} ms{within} found in {self.max_tries} tries")
+        self._evaluate(population, 0, constraint)
+        self._finish_iteration(state, population, rng, constraint, 0)
+
+    def _next_generation(self, state: _Progress, rng: random.Random, constraint: float) -> None:
+        """The best parents plus feasible children by mutation and crossover, scored."""
+        iteration = state.iteration + 1
+        population = [tuple(g) for g in state.population]
+        parents = self._select(population)
+        taken = {self._candidate(g).archid for g in parents}
+        children: list[Genome] = []
+        for _ in range(self.mutations):
+            child = self._feasible_child(
+                lambda: mutate(self.space, rng.choice(parents), self.mutation_prob, rng), constraint, taken)
+            if child is not None:
+                children.append(child)
+        for _ in range(self.crossovers):
+            child = self._feasible_child(
+                lambda: crossover(rng.choice(parents), rng.choice(parents), rng), constraint, taken)
+            if child is not None:
+                children.append(child)
+        population = parents + children
+        self._evaluate(population, iteration, constraint)
+        self._finish_iteration(state, population, rng, constraint, iteration)
+
     def _select(self, population: list[Genome]) -> list[Genome]:
         ranked = sorted(population, key=lambda g: (self._candidate(g).loss, self._candidate(g).archid))
         return ranked[: self.parents]
 
     def _best(self, constraint: float) -> Candidate:
-        feasible = [c for c in self.candidates.values() if c.loss is not None and c.latency_ms <= constraint]
+        feasible = [c for c in self.candidates.values() if c.loss is not None and self._feasible(c, constraint)]
         return min(feasible, key=lambda c: (c.loss, c.archid))
 
     def _finish_iteration(self, state: _Progress, population: list[Genome], rng: random.Random,
@@ -344,7 +338,7 @@ class EvolutionarySearch:
                              item["evaluations"])
             for item in self._state.finished
         ]
-        return SearchResult(results, self.candidates, self.history, self.evaluations, feasible)
+        return SearchResult(results, self.candidates, self.history, self.evaluations, feasible, self.limits)
 
 
 def _rng_state_to_json(state: tuple) -> list:
@@ -354,33 +348,3 @@ def _rng_state_to_json(state: tuple) -> list:
 
 def _rng_state_from_json(data: list) -> tuple:
     return (data[0], tuple(data[1]), data[2])
-
-
-def random_search(
-    space: SearchSpace,
-    fitness: Callable[[SubTransformerConfig], float],
-    predictor: LatencyModel,
-    constraint: float,
-    budget: int,
-    seed: int = 0,
-    max_tries: int = 200,
-    evaluator: Callable[[Sequence[SubTransformerConfig]], list[float]] | None = None,
-) -> Candidate:
-    """Baseline: ``budget`` distinct feasible configs sampled uniformly, best loss wins."""
-    rng = random.Random(f"random:{seed}")
-    chosen: dict[str, Candidate] = {}
-    tries = 0
-    while len(chosen) < budget and tries < budget * max_tries:
-        tries += 1
-        config = space.sample(rng=rng)
-        if config.archid in chosen:
-            continue
-        latency = float(predictor.predict([config])[0])
-        if latency <= constraint:
-            chosen[config.archid] = Candidate(config.archid, config, latency)
-    if not chosen:
-        raise HatError(f"random search found no SubTransformer under {constraint:g} ms")
-    evaluate = evaluator or (lambda configs: [float(fitness(c)) for c in configs])
-    for candidate, loss in zip(chosen.values(), evaluate([c.config for c in chosen.values()])):
-        candidate.loss = loss
-    return min(chosen.values(), key=lambda c: (c.loss, c.archid))

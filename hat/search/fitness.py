@@ -32,6 +32,14 @@ class InheritedLossFitness:
         self.max_tokens, self.label_smoothing, self.threads = max_tokens, label_smoothing, threads
         self._loaded: Any = None
 
+    def describe(self) -> dict[str, Any]:
+        """What the losses depend on (a search store refuses losses of another fitness)."""
+        from hat.io import file_sha256
+
+        return {"kind": "inherited_validation_loss", "checkpoint_sha256": file_sha256(self.checkpoint),
+                "data": str(self.data.resolve()), "split": self.split, "valid_subset": self.valid_subset,
+                "seed": self.seed, "max_tokens": self.max_tokens, "label_smoothing": self.label_smoothing}
+
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
         state["_loaded"] = None  # workers load their own copy

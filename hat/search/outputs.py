@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from hat.io import atomic_write_json, atomic_write_text
-from hat.search.evolution import SearchResult
+from hat.search.results import SearchResult
 
 
 def best_config_path(out_dir: str | Path, constraint_ms: float) -> Path:
@@ -24,12 +24,14 @@ def write_search_outputs(result: SearchResult, out_dir: str | Path, extra: dict[
     unit = describe_runtime(runtime) if runtime else "the predictor's runtime"
     for item in result.results:
         text = item.best.config.to_yaml()
+        values = "".join(f", {name} {value:g}" for name, value in item.best.objectives.items())
         header = (f"# best SubTransformer under {item.constraint_ms:g} ms on {unit}: predicted "
-                  f"{item.best.latency_ms:.2f} ms, validation loss {item.best.loss:.4f}\n")
+                  f"{item.best.latency_ms:.2f} ms{values}, validation loss {item.best.loss:.4f}\n")
         atomic_write_text(best_config_path(out, item.constraint_ms), header + text)
     text = io.StringIO()
-    writer = csv.DictWriter(text, fieldnames=["constraint_ms", "iteration", "archid", "latency_ms", "loss", "config"],
-                            lineterminator="\n")
+    objectives = [limit.name for limit in result.limits]
+    writer = csv.DictWriter(text, fieldnames=["constraint_ms", "iteration", "archid", "latency_ms", *objectives, "loss",
+                                              "config"], lineterminator="\n")
     writer.writeheader()
     writer.writerows(result.history)
     atomic_write_text(out / "history.csv", text.getvalue())
@@ -37,16 +39,18 @@ def write_search_outputs(result: SearchResult, out_dir: str | Path, extra: dict[
         "latency_runtime": runtime, "latency_unit": unit,
         "evaluations": result.evaluations,
         "feasible_range_ms": list(result.feasible_range_ms),
+        "limits": [limit.to_dict() for limit in result.limits],
         "results": [
             {
                 "constraint_ms": item.constraint_ms, "archid": item.best.archid, "loss": item.best.loss,
-                "predicted_latency_ms": item.best.latency_ms, "evaluations": item.evaluations,
+                "predicted_latency_ms": item.best.latency_ms, **item.best.objectives, "evaluations": item.evaluations,
                 "config_file": best_config_path(out, item.constraint_ms).name, "config": item.best.config.to_dict(),
                 "best_loss_per_iteration": item.best_loss_per_iteration,
             }
             for item in result.results
         ],
-        "pareto_front": [{"archid": c.archid, "latency_ms": c.latency_ms, "loss": c.loss} for c in result.pareto_front()],
+        "pareto_front": [{"archid": c.archid, "latency_ms": c.latency_ms, **c.objectives, "loss": c.loss}
+                         for c in result.pareto_front()],
         **(extra or {}),
     }
     atomic_write_json(out / "summary.json", summary)

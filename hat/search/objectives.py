@@ -1,0 +1,80 @@
+"""Objectives a search can bound besides predicted latency: named, cheap functions of a config.
+
+A :class:`Limit` is an objective with an upper bound. The evolution keeps only candidates within
+every limit and reports every objective's value, so a new objective (peak memory, energy) needs
+a function here, not a change to the search.
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Callable
+
+from hat.errors import HatError
+from hat.space import SubTransformerConfig
+
+BYTES_PER_WEIGHT = {"fp32": 4, "int8": 1}
+SUFFIXES = {"": 1, "K": 1e3, "M": 1e6, "G": 1e9}
+
+
+@dataclass(frozen=True)
+class Objective:
+    """``measure(config)`` -> a value where smaller is better, in ``unit``."""
+
+    name: str
+    unit: str
+    measure: Callable[[SubTransformerConfig], float]
+
+
+@dataclass(frozen=True)
+class Limit:
+    """Keep ``objective`` at or under ``bound``."""
+
+    objective: Objective
+    bound: float
+
+    def __post_init__(self) -> None:
+        if not math.isfinite(self.bound) or self.bound <= 0:
+            raise HatError(f"the bound on {self.objective.name} must be a positive number, got {self.bound}")
+
+    @property
+    def name(self) -> str:
+        return self.objective.name
+
+    def holds(self, value: float) -> bool:
+        return value <= self.bound
+
+    def describe(self) -> str:
+        return f"{self.name} <= {self.bound:g} {self.objective.unit}"
+
+    def to_dict(self) -> dict:
+        return {"objective": self.name, "unit": self.objective.unit, "bound": self.bound}
+
+
+def parameters(dims: object) -> Objective:
+    """Parameters of the SubTransformer with the model's vocabulary (``dims``: :class:`hat.subtransformer.ModelDims`)."""
+    from hat.subtransformer import count_parameters
+
+    return Objective("parameters", "parameters", lambda config: float(count_parameters(config, dims)))
+
+
+def weights_mb(dims: object, precision: str = "fp32") -> Objective:
+    """Megabytes (10^6 bytes) of the weights as ``hat export`` stores them at ``precision``."""
+    from hat.subtransformer import count_parameters
+
+    if precision not in BYTES_PER_WEIGHT:
+        raise HatError(f"unknown precision '{precision}' (fp32 or int8)")
+    size = BYTES_PER_WEIGHT[precision] / 1e6
+    return Objective(f"weights_mb_{precision}", "MB", lambda config: count_parameters(config, dims) * size)
+
+
+def parse_count(text: str) -> float:
+    """``"20M"`` -> 2e7; plain numbers and K/M/G suffixes (for ``--max-params``)."""
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([KMG]?)\s*", text, flags=re.IGNORECASE)
+    if not match:
+        raise HatError(f"'{text}' is not a count (a number, optionally with K, M or G)")
+    value = float(match.group(1)) * SUFFIXES[match.group(2).upper()]
+    if not math.isfinite(value) or value <= 0:
+        raise HatError(f"'{text}' must be a positive count")
+    return value
