@@ -70,27 +70,37 @@ def test_update_sampling_is_a_function_of_seed_and_update(tiny_space):
     assert sandwich[:2] == [tiny_space.largest(), tiny_space.smallest()] and sandwich[2].archid == per_update[7]
 
 
-def test_train_step_activates_the_update_config(data_bin, tiny_space):
-    """Every micro-batch of an update (train_step replays) trains the same sampled SubTransformer."""
+class NoOptimizer:
+    """What fairseq's train_step needs of an optimizer when the test only looks at gradients."""
+
+    def backward(self, loss):
+        loss.backward()
+
+
+def plugin_task(data_bin: Path, sampler: str = "uniform", **overrides):
+    """(cfg, task, model, criterion, one validation batch) of the plugin, built as fairseq-train builds them."""
     from fairseq import options, tasks as fairseq_tasks
     from fairseq.dataclass.utils import convert_namespace_to_omegaconf
 
-    from hat.space import update_configs
     from hat.training import build_train_argv, load_plugin
 
     load_plugin()
-    argv = build_train_argv(space=SPACES / "tiny.yaml", data=data_bin, save_dir="/nonexistent", options=TRAIN_OPTIONS)
+    argv = build_train_argv(space=SPACES / "tiny.yaml", data=data_bin, save_dir="/nonexistent", sampler=sampler,
+                            options={**TRAIN_OPTIONS, **overrides})
     cfg = convert_namespace_to_omegaconf(options.parse_args_and_arch(options.get_training_parser(), input_args=argv))
     task = fairseq_tasks.setup_task(cfg.task)
     model = task.build_model(cfg.model)
     criterion = task.build_criterion(cfg.criterion)
     task.load_dataset("valid")
     sample = next(iter(task.get_batch_iterator(task.dataset("valid"), max_tokens=512).next_epoch_itr(shuffle=False)))
+    return cfg, task, model, criterion, sample
 
-    class NoOptimizer:
-        def backward(self, loss):
-            loss.backward()
 
+def test_train_step_activates_the_update_config(data_bin, tiny_space):
+    """Every micro-batch of an update (train_step replays) trains the same sampled SubTransformer."""
+    from hat.space import update_configs
+
+    cfg, task, model, criterion, sample = plugin_task(data_bin)
     for update in (3, 3, 4):
         task.train_step(sample, model, criterion, NoOptimizer(), update)
         assert model.supernet.active_config == update_configs(model.space, "uniform", cfg.task.seed, update)[0]
@@ -101,26 +111,9 @@ def test_train_step_activates_the_update_config(data_bin, tiny_space):
 def test_sandwich_train_step_accumulates_the_three_subtransformers(data_bin, tiny_space):
     """One sandwich update = the largest, the smallest and the sampled SubTransformer, each forward and
     backward on the same batch: its loss and gradients are the sums of the three separate passes."""
-    from fairseq import options, tasks as fairseq_tasks
-    from fairseq.dataclass.utils import convert_namespace_to_omegaconf
-
     from hat.space import update_configs
-    from hat.training import build_train_argv, load_plugin
 
-    load_plugin()
-    argv = build_train_argv(space=SPACES / "tiny.yaml", data=data_bin, save_dir="/nonexistent", sampler="sandwich",
-                            options={**TRAIN_OPTIONS, "dropout": 0.0, "attention-dropout": 0.0})
-    cfg = convert_namespace_to_omegaconf(options.parse_args_and_arch(options.get_training_parser(), input_args=argv))
-    task = fairseq_tasks.setup_task(cfg.task)
-    model = task.build_model(cfg.model)
-    criterion = task.build_criterion(cfg.criterion)
-    task.load_dataset("valid")
-    sample = next(iter(task.get_batch_iterator(task.dataset("valid"), max_tokens=512).next_epoch_itr(shuffle=False)))
-
-    class NoOptimizer:
-        def backward(self, loss):
-            loss.backward()
-
+    cfg, task, model, criterion, sample = plugin_task(data_bin, "sandwich", **{"dropout": 0.0, "attention-dropout": 0.0})
     model.zero_grad()
     loss, sample_size, log = task.train_step(sample, model, criterion, NoOptimizer(), 5)
     together = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
