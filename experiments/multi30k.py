@@ -169,7 +169,7 @@ class Experiment:
         finally:
             if evaluator is not None:
                 evaluator.close()
-        summary = write_search_outputs(result, folder, runtime=predictor.runtime)
+        summary = write_search_outputs(result, folder, runtime=predictor.runtime, space=space)
         return {"constraints": constraints, "configs": {f"{r['constraint_ms']:g}ms": str(folder / r["config_file"])
                                                         for r in summary["results"]}}
 

@@ -158,3 +158,52 @@ def load_supernet(path: str | Path, space: SearchSpace | None = None) -> LoadedC
     langs = (task_cfg.get("source_lang"), task_cfg.get("target_lang"))
     langs = langs if all(isinstance(x, str) for x in langs) else None
     return LoadedCheckpoint(supernet.eval(), stored, fixed, num_updates, file_sha256(path), path, langs)
+
+
+def epoch_checkpoints(save_dir: str | Path, last: int) -> list[Path]:
+    """The ``last`` newest epoch (``checkpointN.pt``) or update (``checkpoint_N_M.pt``) checkpoints of
+    ``save_dir``, oldest first (what fairseq's own averaging script picks)."""
+    import re
+
+    numbered = []
+    for path in Path(save_dir).glob("checkpoint*.pt"):
+        match = re.fullmatch(r"checkpoint(\d+)\.pt|checkpoint_(\d+)_(\d+)\.pt", path.name)
+        if match:
+            numbered.append(((int(match.group(1) or match.group(2)), int(match.group(3) or 0)), path))
+    if len(numbered) < last:
+        raise HatError(f"needs {last} epoch or update checkpoints, found {len(numbered)} "
+                       "(train without --no-epoch-checkpoints)", save_dir)
+    return [path for _, path in sorted(numbered)[-last:]]
+
+
+def average_checkpoints(paths: list[str | Path], out: str | Path) -> Path:
+    """One checkpoint whose weights are the mean of ``paths``' (HAT averages its last 10 on IWSLT).
+
+    Every input must come from the same space with the same shapes; the output keeps the newest
+    input's configuration and training state, with the averaged weights.
+    """
+    import io
+
+    from hat.io import atomic_write_bytes
+
+    if len(paths) < 2:
+        raise HatError(f"averaging needs at least 2 checkpoints, got {len(paths)}")
+    states = []
+    for path in paths:
+        load_supernet(path)  # a HAT checkpoint with a valid space, or one line saying why not
+        states.append(read_checkpoint(path))
+    first = states[0]["model"]
+    for path, state in zip(paths[1:], states[1:]):
+        model = state["model"]
+        if model["_extra_state"].get("space_fingerprint") != first["_extra_state"].get("space_fingerprint"):
+            raise HatError("checkpoint was trained on another space than the first one", path)
+        if set(model) != set(first) or any(model[k].shape != first[k].shape for k in first if k != "_extra_state"):
+            raise HatError("checkpoint has other weights than the first one", path)
+    averaged = dict(states[-1]["model"])
+    for key in first:
+        if key != "_extra_state" and first[key].is_floating_point():
+            averaged[key] = (sum(s["model"][key].double() for s in states) / len(states)).to(first[key].dtype)
+    buffer = io.BytesIO()
+    torch.save({**states[-1], "model": averaged, "last_optimizer_state": None}, buffer)
+    atomic_write_bytes(out, buffer.getvalue())
+    return Path(out)

@@ -198,7 +198,7 @@ class Demo:
                                     crossovers=self.s.crossovers, iterations=self.s.iterations,
                                     state_path=search_dir / "state.json")
         result = search.run(resume=(search_dir / "state.json").is_file())
-        summary = write_search_outputs(result, search_dir, runtime=predictor.runtime)
+        summary = write_search_outputs(result, search_dir, runtime=predictor.runtime, space=space)
         return {"constraints": constraints, "feasible_range_ms": [low, high], "evaluations": result.evaluations,
                 "results": summary["results"], "runtime": summary["latency_unit"],
                 "summary": f"constraints {constraints} ms ({summary['latency_unit']}), "
@@ -231,6 +231,7 @@ class Demo:
             manifest = read_manifest(model_dir)
             report = verify_model(model_dir, self.predictor)
             row = {"name": name, "archid": manifest["archid"], "parameters": manifest["parameters"],
+                   "flops": self._flops(model_dir, manifest),
                    "predicted_ms": report["predicted_ms"], "measured_ms": report["measured_ms"],
                    "relative_error": report["relative_error"], "machine_factor": report.get("machine_factor"),
                    "normalised_error": report.get("normalised_error")}
@@ -241,6 +242,14 @@ class Demo:
         return {"models": rows, "runtime": runtime,
                 "summary": f"BLEU and latency of {len(rows)} models; on {runtime} predicted vs measured within "
                            f"{100 * worst:.1f}% at the machine's speed"}
+
+    def _flops(self, model_dir: str, manifest: dict) -> int:
+        """FLOPs of an exported model as HAT counts them, at the demo space's FLOPs length."""
+        from hat.space import SearchSpace, SubTransformerConfig
+        from hat.space.flops import count_flops
+
+        config = SubTransformerConfig.from_yaml(Path(model_dir) / manifest["config"])
+        return count_flops(config, manifest["dims"]["qkv_dim"], SearchSpace.from_yaml(self.s.space).flops_length)
 
     def _translate_and_time(self, model_dir: str, report: dict) -> dict:
         """BLEU at fp32 and int8 and the latency of the runtimes the predictor was not fitted on."""

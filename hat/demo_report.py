@@ -136,13 +136,16 @@ def _model_lines(models: list[dict[str, Any]], stages: dict[str, Any], runtime: 
         "the other runtimes for comparison. BLEU: sacreBLEU on the 500-sentence synthetic test set, beam 5, "
         "weights inherited from the SuperTransformer (no retraining).",
         "",
-        "| model | params | predicted (ms) | measured (ms) | error | machine speed | error at that speed | onnxruntime fp32 (ms) | onnxruntime int8 (ms) | PyTorch eager (ms) | BLEU fp32 | BLEU int8 | architecture |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
-        *[f"| {m['name']} | {m['parameters']:,} | {m['predicted_ms']:.2f} | {m['measured_ms']:.2f} | "
+        "| model | params | MFLOPs | predicted (ms) | measured (ms) | error | machine speed | error at that speed | onnxruntime fp32 (ms) | onnxruntime int8 (ms) | PyTorch eager (ms) | BLEU fp32 | BLEU int8 | architecture |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        *[f"| {m['name']} | {m['parameters']:,} | {m['flops'] / 1e6:.1f} | {m['predicted_ms']:.2f} | {m['measured_ms']:.2f} | "
           f"{100 * m['relative_error']:+.1f}% | {_factor(m)} | {_percent(m.get('normalised_error'))} | "
           f"{m['measured_ort_fp32_ms']:.2f} | {m['measured_ort_int8_ms']:.2f} | {m['measured_torch_ms']:.2f} | "
           f"{m['bleu_fp32']:.1f} | {m['bleu_int8']:.1f} | {_architecture(stages['export']['models'][m['name']])} |"
           for m in models],
+        "",
+        "*MFLOPs*: as HAT counts them, 2 x the multiply-accumulates of one teacher-forced pass (embeddings and output",
+        "projection excluded; `hat space check --flops`).",
         "",
         "*Machine speed*: the collector's reference model, timed interleaved with each model, against its median time",
         "during profiling (x1.10 = the machine ran 10% slower than when the predictor's data was taken). *Error at",

@@ -57,20 +57,24 @@ def sentencepiece_decoder(data_dir: str | Path, langs: tuple[str, str] | None = 
     return lambda pieces: processor.decode_pieces(pieces)
 
 
-def generate_bleu(
-    checkpoint: str | Path,
-    data: str | Path,
-    config: Any | None,
-    split: str = "test",
-    beam: int = 5,
-    lenpen: float = 1.0,
-    max_tokens: int = 4096,
-    max_sentences: int | None = None,
-    scoring: BleuScoring | None = None,
-) -> dict[str, Any]:
-    """Translate ``split`` with fairseq's SequenceGenerator on the plugin model; BLEU as ``scoring`` says
+@dataclass(frozen=True)
+class Generation:
+    """How fairseq's SequenceGenerator translates a split."""
+
+    split: str = "test"
+    beam: int = 5
+    lenpen: float = 1.0
+    max_tokens: int = 4096
+    max_sentences: int | None = None
+    device: str = "cpu"
+    fp16: bool = False
+
+
+def generate_bleu(checkpoint: str | Path, data: str | Path, config: Any | None, generation: Generation = Generation(),
+                  scoring: BleuScoring | None = None) -> dict[str, Any]:
+    """Translate a split with fairseq's SequenceGenerator on the plugin model; BLEU as ``scoring`` says
     (default: sacreBLEU on detokenized text, subwords removed as the data folder describes)."""
-    task, hypotheses, references = generate(checkpoint, data, config, split, beam, lenpen, max_tokens, max_sentences)
+    task, hypotheses, references = generate(checkpoint, data, config, generation)
     scoring = scoring or BleuScoring()
     to_text = scoring.text_decoder(data, (task.cfg.source_lang, task.cfg.target_lang), task.target_dictionary)
     order = sorted(hypotheses)
@@ -80,21 +84,15 @@ def generate_bleu(
             "references": refs}
 
 
-def generate(
-    checkpoint: str | Path,
-    data: str | Path,
-    config: Any | None,
-    split: str = "test",
-    beam: int = 5,
-    lenpen: float = 1.0,
-    max_tokens: int = 4096,
-    max_sentences: int | None = None,
-) -> tuple[Any, dict[int, Any], dict[int, Any]]:
+def generate(checkpoint: str | Path, data: str | Path, config: Any | None,
+             generation: Generation = Generation()) -> tuple[Any, dict[int, Any], dict[int, Any]]:
     """(fairseq task, best hypothesis per sentence id, reference per sentence id) as token-id tensors
     without padding; a hypothesis ends with EOS, as binarized targets do."""
     from fairseq import checkpoint_utils
+    from fairseq.utils import move_to_cuda
 
     from hat.checkpoints import read_checkpoint
+    from hat.devices import resolve_device
     from hat.space import SearchSpace
     from hat.training import load_plugin
 
@@ -108,18 +106,24 @@ def generate(
         models, _cfg, task = checkpoint_utils.load_model_ensemble_and_task(
             [str(checkpoint)], arg_overrides={"data": str(data), "search_space": str(space_file), "subtransformer_config": ""}
         )
-    model = models[0].eval()
+    device = resolve_device(generation.device, generation.fp16)
+    model = models[0].eval().to(device)
+    if generation.fp16:
+        model.half()
     if config is not None:
         model.set_active_subnet(config)
-    task.load_dataset(split)
-    dataset = task.dataset(split)
-    itr = task.get_batch_iterator(dataset, max_tokens=max_tokens, max_sentences=max_sentences,
+    task.load_dataset(generation.split)
+    dataset = task.dataset(generation.split)
+    itr = task.get_batch_iterator(dataset, max_tokens=generation.max_tokens, max_sentences=generation.max_sentences,
                                   max_positions=model.max_positions(), ignore_invalid_inputs=True).next_epoch_itr(shuffle=False)
-    generator = task.build_generator([model], Namespace(beam=beam, lenpen=lenpen, max_len_a=1.2, max_len_b=10))
+    generator = task.build_generator([model], Namespace(beam=generation.beam, lenpen=generation.lenpen, max_len_a=1.2,
+                                                         max_len_b=10))
     pad = task.target_dictionary.pad()
     hypotheses, references = {}, {}
     with torch.no_grad():
         for sample in itr:
+            if device.type == "cuda":
+                sample = move_to_cuda(sample, device)
             outputs = task.inference_step(generator, [model], sample)
             for i, sid in enumerate(sample["id"].tolist()):
                 target = sample["target"][i]
@@ -153,7 +157,9 @@ class BleuScoring:
         import sacrebleu
 
         if self.style == "hat":
-            tokenizer = sacrebleu.tokenizers.tokenizer_13a.Tokenizer13a()
+            from sacrebleu.tokenizers.tokenizer_13a import Tokenizer13a  # a submodule sacrebleu does not import
+
+            tokenizer = Tokenizer13a()
             hypotheses = [_split_compounds(tokenizer(h)) for h in hypotheses]
             references = [_split_compounds(tokenizer(r)) for r in references]
             metric = sacrebleu.metrics.BLEU(tokenize="none")
@@ -191,26 +197,35 @@ def evaluate(
     bleu: bool = True,
     label_smoothing: float = 0.1,
     scoring: BleuScoring | None = None,
+    device: str = "cpu",
+    fp16: bool = False,
 ) -> dict[str, Any]:
-    """Loss and BLEU of a SubTransformer with the checkpoint's weights.
+    """Loss and BLEU of a SubTransformer with the checkpoint's weights, on ``device``.
 
     ``config`` None: the checkpoint's fixed SubTransformer if it trained one, else the largest.
     """
     from hat.checkpoints import load_supernet
     from hat.data.batches import load_batches
+    from hat.devices import resolve_device
 
+    where = resolve_device(device, fp16)  # before any loading: a missing GPU is one line, at once
     loaded = load_supernet(checkpoint)
     if config is None:
         config = default_config(loaded)
     loaded.space.validate(config)
     loaded.supernet.set_active_subnet(config)
-    batches = load_batches(data, split, max_tokens=max_tokens, langs=loaded.langs)
+    loaded.supernet.to(where)
+    if fp16:
+        loaded.supernet.half()
+    batches = [batch.to(where) for batch in load_batches(data, split, max_tokens=max_tokens, langs=loaded.langs)]
     result: dict[str, Any] = {
         "checkpoint": str(checkpoint), "split": split, "archid": config.archid,
         "loss": validation_loss(loaded.supernet, batches, label_smoothing),
     }
     if bleu:
-        generated = generate_bleu(checkpoint, data, config, split, beam, lenpen, max_tokens, scoring=scoring)
-        result.update(bleu=generated["bleu"], bleu_signature=generated["bleu_signature"], sentences=generated["sentences"], beam=beam, lenpen=lenpen,
+        generated = generate_bleu(checkpoint, data, config,
+                                  Generation(split, beam, lenpen, max_tokens, device=device, fp16=fp16), scoring)
+        result.update(bleu=generated["bleu"], bleu_signature=generated["bleu_signature"],
+                      sentences=generated["sentences"], beam=beam, lenpen=lenpen, device=device,
                       sample_hypothesis=generated["hypotheses"][0], sample_reference=generated["references"][0])
     return result

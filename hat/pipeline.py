@@ -36,14 +36,18 @@ def separate_test_configs(collector: Any, samples: int, test_samples: int, seed:
 
 def profile(collector: Any, samples: int, test_samples: int = 0, seed: int = 0, tables: bool = True) -> list:
     """Lookup tables, ``samples`` end-to-end SubTransformers (dataset.csv) and a separate test set
-    (test.csv); each part resumes where an interrupted run stopped. Returns the test configs."""
+    (test.csv); each part resumes where an interrupted run stopped. Returns the test configs.
+
+    The training and test SubTransformers are measured in the same chunks, interleaved, so drift
+    of the machine's speed during the run cannot bias the predictor's score on the test set.
+    """
     if tables:
         collector.collect_tables()
-    if samples:
-        collector.collect_dataset(samples, seed=seed)
     test = separate_test_configs(collector, samples, test_samples, seed) if test_samples else []
-    if test:
-        collector.collect_dataset(len(test), configs=test, file_name="test.csv")
+    parts = {"dataset.csv": collector.sample_configs(samples, seed) if samples else [], "test.csv": test}
+    parts = {name: configs for name, configs in parts.items() if configs}
+    if parts:
+        collector.collect_datasets(parts)
     return test
 
 
@@ -104,3 +108,94 @@ def feasible_range(space: SearchSpace, predictor: Any, samples: int = 2000, seed
     configs = [space.smallest(), space.largest()] + [space.sample(rng=rng) for _ in range(samples)]
     predicted = predictor.predict(configs)
     return float(np.min(predicted)), float(np.max(predicted))
+
+
+def target_vocabulary(data: str | Path | None, vocab: int | None, default: int = 32768) -> int:
+    """The vocabulary latency is measured with: ``vocab``, else the target dictionary of the data-bin
+    ``data``, else ``default``; both given must agree."""
+    if data is None:
+        return vocab or default
+    from hat.data.prepare import check_data_folder
+    from hat.export.dictionary import Dictionary
+
+    data = Path(data)
+    meta = check_data_folder(data, ())
+    size = len(Dictionary.load(data / f"dict.{meta['tgt']}.txt"))
+    if vocab is not None and vocab != size:
+        raise HatError(f"--vocab {vocab} differs from the target dictionary's {size} words", data)
+    return size
+
+
+def measure_backend(backend: str, precision: str = "fp32", provider: str = "CPUExecutionProvider",
+                    local: bool = True) -> Any:
+    """What the collector measures with: ``torch``/``cuda`` by name, or an onnxruntime backend. Measured
+    ``local``ly, an execution provider this onnxruntime lacks fails now rather than after hours."""
+    if backend != "onnxruntime":
+        if precision != "fp32" or provider != "CPUExecutionProvider":
+            raise HatError("--precision and --provider are for --backend onnxruntime")
+        return backend
+    from hat.export.ort_backend import OnnxBackend
+
+    if local:
+        import onnxruntime
+
+        if provider not in onnxruntime.get_available_providers():
+            raise HatError(f"--provider {provider}: this onnxruntime has {', '.join(onnxruntime.get_available_providers())}")
+    return OnnxBackend(precision, provider)
+
+
+def evaluate_predictor(predictor_path: str | Path, data_path: str | Path, data_format: str = "auto",
+                       plot: str | Path | None = None) -> tuple[Any, dict]:
+    """A predictor's accuracy metrics on a dataset of the same space (and a predicted-vs-measured PNG)."""
+    from hat.latency.dataset import LatencyDataset
+    from hat.latency.predictor import LatencyPredictor, metrics
+
+    predictor = LatencyPredictor.load(predictor_path)
+    data = LatencyDataset.load(data_path, data_format)
+    fingerprint = data.meta.get("space_fingerprint")
+    if fingerprint and predictor.info.get("space_fingerprint") not in (None, fingerprint):
+        raise HatError(f"dataset is for space '{data.meta.get('space')}', predictor for "
+                       f"'{predictor.info.get('space')}'", data_path)
+    predicted = predictor.predict_dataset(data)
+    if plot:
+        from hat.plots import predicted_vs_measured
+
+        predicted_vs_measured(predicted, data.total_ms, plot, f"{predictor.kind} predictor on {Path(data_path).name}")
+    return predictor, metrics(predicted, data.total_ms)
+
+
+def search_limits(space: SearchSpace, dims: Any, precision: str = "fp32", max_params: float | None = None,
+                  max_size_mb: float | None = None, max_flops: float | None = None,
+                  max_memory_mb: float | None = None, protocol: dict | None = None) -> list:
+    """The bounds of a search besides latency, each a :class:`hat.search.objectives.Limit`; ``dims``
+    (:class:`hat.subtransformer.ModelDims`) gives the vocabulary that parameters and size count,
+    ``protocol`` (the predictor's: src_len, beam) the beam search that peak memory is counted for."""
+    from hat.search.objectives import Limit, flops, memory_mb, parameters, weights_mb
+
+    limits = []
+    if max_params is not None:
+        limits.append(Limit(parameters(dims), max_params))
+    if max_size_mb is not None:
+        limits.append(Limit(weights_mb(dims, precision), max_size_mb))
+    if max_flops is not None:
+        limits.append(Limit(flops(space), max_flops))
+    if max_memory_mb is not None:
+        shape = {k: int(v) for k, v in (protocol or {}).items() if k in ("src_len", "beam")}
+        shape["tgt_len"] = shape.get("src_len", 30)
+        limits.append(Limit(memory_mb(dims, precision, **shape), max_memory_mb))
+    return limits
+
+
+def random_search_baseline(space: SearchSpace, fitness: Any, predictor: Any, result: Any, *, seed: int = 0,
+                           evaluator: Any = None, limits: list | None = None, store: Any = None) -> list[dict]:
+    """Random search with the evaluation budget the evolution spent on each constraint of ``result``
+    (sharing its store, so no architecture is scored twice), for comparison."""
+    from hat.search import random_search
+
+    rows = []
+    for item in result.results:
+        best = random_search(space, fitness, predictor, item.constraint_ms, item.evaluations, seed=seed,
+                             evaluator=evaluator, limits=limits or [], store=store)
+        rows.append({"constraint_ms": item.constraint_ms, "budget": item.evaluations, "loss": best.loss,
+                     "archid": best.archid, "predicted_latency_ms": best.latency_ms})
+    return rows

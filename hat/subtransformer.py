@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from hat.modules.layers import DecoderLayer, EncoderLayer
+from hat.modules.layers import DecoderLayer, EncoderLayer, LayerOps
 from hat.modules.positions import SinusoidalPositions
 from hat.modules.transformer import Decoder, Encoder, EncoderDecoder
 from hat.space import SearchSpace, SubTransformerConfig, ende_attn_layers
@@ -64,15 +64,12 @@ class SubTransformer(EncoderDecoder):
         encoder_table, decoder_table = embedding_tables(
             dims.share_all_embeddings, dims.src_vocab_size, dims.tgt_vocab_size, enc_dim, dec_dim, pad)
         positions = SinusoidalPositions(dims.position_base_dim, pad, dims.max_positions)
-        encoder_layers = [
-            EncoderLayer(enc_dim, ffn, heads, dims.qkv_dim, encoder_dropout, attention_dropout, activation_dropout)
-            for ffn, heads in zip(config.encoder_ffn_dims, config.encoder_heads)
-        ]
+        encoder_ops = LayerOps(dims.qkv_dim, encoder_dropout, attention_dropout, activation_dropout)
+        decoder_ops = LayerOps(dims.qkv_dim, decoder_dropout, attention_dropout, activation_dropout)
+        encoder_layers = [EncoderLayer(enc_dim, ffn, heads, encoder_ops)
+                          for ffn, heads in zip(config.encoder_ffn_dims, config.encoder_heads)]
         decoder_layers = [
-            DecoderLayer(
-                dec_dim, enc_dim, ffn, self_heads, cross_heads, ende_attn_layers(ende), dims.qkv_dim,
-                decoder_dropout, attention_dropout, activation_dropout,
-            )
+            DecoderLayer(dec_dim, enc_dim, ffn, self_heads, cross_heads, ende_attn_layers(ende), decoder_ops)
             for ffn, self_heads, cross_heads, ende in zip(
                 config.decoder_ffn_dims, config.decoder_self_heads, config.decoder_cross_heads, config.decoder_ende_attn
             )

@@ -96,3 +96,14 @@ def test_every_option_of_every_command_has_help_and_help_runs(capsys):
             parser.parse_args(["--help"])
         assert exit_.value.code == 0
     assert "default: 125" in capsys.readouterr().out  # search's population shows its default
+
+
+def test_space_check_flops_as_hat_published_them(capsys):
+    """HAT's README lists 1.87 GFLOPs and 30.47 M parameters for this Xeon model."""
+    args = ["space", "check", str(SPACES / "wmt14_en_de.yaml"), str(HAT_CONFIG), "--flops"]
+    assert main(args + ["--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["flops_length"] == 30 and round(data["flops"] / 1e9, 2) == 1.87
+    assert round(data["parameters_without_embeddings"] / 1e6, 2) == 30.47
+    assert main(args) == 0
+    assert "FLOPs: 1.87 G" in capsys.readouterr().out

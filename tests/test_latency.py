@@ -128,6 +128,43 @@ def test_a_chunk_measured_while_the_machine_was_busy_is_measured_again(micro, tm
     assert stubborn.calls == 4 and np.allclose(data.total_ms, [2.0, 2.0, 3.2, 3.2])
 
 
+class DriftingRunner:
+    """Fake timings of a machine that speeds up: every workload of call ``c`` takes ``2 - 0.1 c`` ms per part."""
+
+    def __init__(self, fail_after: int | None = None) -> None:
+        self.calls, self.fail_after = 0, fail_after
+
+    def __call__(self, worker, protocol, payload):
+        if not payload["items"]:
+            return {"device": {"backend": "torch", "threads": 1}, "results": []}
+        if self.fail_after is not None and self.calls >= self.fail_after:
+            raise KeyboardInterrupt
+        factor = 2.0 - 0.1 * self.calls
+        self.calls += 1
+        stats = {"median": factor, "mean": factor, "std": 0.0, "iqr": 0.0, "n": 3, "value": factor}
+        return {"device": {}, "results": [{"encoder": dict(stats), "decoder": dict(stats)} for _ in payload["items"]]}
+
+
+def test_training_and_test_sets_are_measured_side_by_side_and_resume(micro, tmp_path):
+    from hat.pipeline import profile
+
+    def collector(runner):
+        return LatencyCollector(micro, FAST, tmp_path, runner=runner, chunk_size=2, retries=0, progress=False)
+
+    with pytest.raises(KeyboardInterrupt):
+        profile(collector(DriftingRunner(fail_after=2)), samples=8, test_samples=4, tables=False)
+    first = {name: len(LatencyDataset.load(tmp_path / name)) for name in ("dataset.csv", "test.csv")}
+    assert first == {"dataset.csv": 3, "test.csv": 1}  # two finished chunks of mixed rows survived
+    resumed = DriftingRunner()
+    test = profile(collector(resumed), samples=8, test_samples=4, tables=False)
+    assert resumed.calls == 4  # only the 8 unfinished rows, in chunks of 2
+    train, tested = LatencyDataset.load(tmp_path / "dataset.csv"), LatencyDataset.load(tmp_path / "test.csv")
+    assert len(train) == 8 and [c.archid for c in tested.configs] == [c.archid for c in test]
+    # the machine sped up during each run; measured in turns, both sets saw it alike
+    assert np.ptp(train.total_ms) >= 0.5 and np.ptp(tested.total_ms) >= 0.3
+    assert train.total_ms.mean() == pytest.approx(tested.total_ms.mean(), rel=0.03)
+
+
 def test_resuming_with_another_protocol_is_refused(micro, tmp_path):
     LatencyCollector(micro, FAST, tmp_path, progress=False).collect_dataset(1)
     other = Protocol(**{**FAST.to_dict(), "src_len": 6})

@@ -307,14 +307,23 @@ def test_search_cli_writes_configs_history_summary_and_plots(trained, data_bin, 
         assert (out / png).stat().st_size > 5000
     assert main(args + ["--resume"]) == 0  # a finished search resumes to the same result
     assert json.loads((out / "summary.json").read_text())["results"] == summary["results"]
-    limited = args[:-1] + [str(tmp_path / "limited"), "--max-params", "250k", "--max-size-mb", "0.9", "--json"]
+    from hat.space.flops import count_flops
+
+    for item in summary["results"] + summary["pareto_front"]:  # FLOPs reported even when not limited
+        config = SubTransformerConfig.from_dict(item["config"]) if "config" in item else None
+        assert item["flops"] > 0 and (config is None or item["flops"] == count_flops(config, space.qkv_dim))
+    limited = args[:-1] + [str(tmp_path / "limited"), "--max-params", "250k", "--max-size-mb", "0.9",
+                           "--max-flops", "12M", "--max-memory-mb", "50", "--json"]
     capsys.readouterr()
     assert main(limited) == 0
     report = json.loads(capsys.readouterr().out)
-    assert [limit["objective"] for limit in report["limits"]] == ["parameters", "weights_mb_fp32"]
+    assert [limit["objective"] for limit in report["limits"]] == ["parameters", "weights_mb_fp32", "flops",
+                                                                  "memory_mb_fp32"]
     for item in report["results"]:
-        assert item["parameters"] <= 250_000 and item["weights_mb_fp32"] <= 0.9
+        assert item["parameters"] <= 250_000 and item["weights_mb_fp32"] <= 0.9 and item["flops"] <= 12e6
+        assert item["weights_mb_fp32"] < item["memory_mb_fp32"] <= 50
         assert item["weights_mb_fp32"] == pytest.approx(4 * item["parameters"] / 1e6)
+        assert item["flops"] == count_flops(SubTransformerConfig.from_dict(item["config"]), space.qkv_dim)
     capsys.readouterr()
     other = tmp_path / "other.yaml"
     other.write_text(space_file.read_text().replace("embed_dim: [64, 48]", "embed_dim: [64, 32]", 1))

@@ -225,14 +225,14 @@ def test_sequence_level_distillation_data_holds_the_teachers_translations(traine
     from fairseq.data import data_utils
 
     from hat.cli import main
-    from hat.evaluation import generate
+    from hat.evaluation import Generation, generate
 
     out = tmp_path / "distilled"
     assert main(["data", "distil", "--checkpoint", str(trained["last"]), "--data", str(data_bin), "--out", str(out),
                  "--split", "valid", "--beam", "2"]) == 0
     info = json.loads((out / "distilled.json").read_text())
     assert info["translated"] + info["kept"] == 60 and info["translated"] > 50
-    _, hypotheses, _ = generate(trained["last"], data_bin, None, "valid", beam=2)
+    _, hypotheses, _ = generate(trained["last"], data_bin, None, Generation("valid", beam=2))
     new = data_utils.load_indexed_dataset(str(out / "valid.en-de.de"), None, "mmap")
     old = data_utils.load_indexed_dataset(str(data_bin / "valid.en-de.de"), None, "mmap")
     assert all(torch.equal(new[i], hypotheses[i].long()) for i in hypotheses)

@@ -11,7 +11,7 @@ from hat.errors import HatError
 # Command-group modules, imported when the parser is built; each must import
 # only what its commands need at parse time (fairseq and onnxruntime are imported inside handlers).
 COMMAND_MODULES = ("hat.cli.space", "hat.cli.latency", "hat.cli.train", "hat.cli.search", "hat.cli.export",
-                   "hat.cli.demo")
+                   "hat.cli.demo", "hat.cli.checkpoints")
 
 # Top-level modules of the optional extras -> the extra that installs them.
 EXTRAS = {"fairseq": "train", "fairseq_cli": "train", "sacrebleu": "train", "sentencepiece": "train",

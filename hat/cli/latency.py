@@ -89,16 +89,15 @@ def _register_predictor(commands: argparse._SubParsersAction) -> None:
 
 def cmd_profile(args: argparse.Namespace) -> int:
     from hat.latency.collector import LatencyCollector, ray_runner, reference_noise
-    from hat.pipeline import profile
+    from hat.pipeline import measure_backend, profile, target_vocabulary
     from hat.latency.protocol import Protocol, default_device_name
     from hat.space import SearchSpace
 
     space = SearchSpace.from_yaml(args.space)
     if bool(args.ray_address) != bool(args.ray_resource):
         raise HatError("--ray-address and --ray-resource go together")
-    if args.backend != "onnxruntime" and (args.precision != "fp32" or args.provider != "CPUExecutionProvider"):
-        raise HatError("--precision and --provider are for --backend onnxruntime")
-    protocol = Protocol(src_len=args.src_len, beam=args.beam, vocab=_vocab(args), warmup=args.warmup,
+    backend = measure_backend(args.backend, args.precision, args.provider, local=not args.ray_address)
+    protocol = Protocol(src_len=args.src_len, beam=args.beam, vocab=target_vocabulary(args.data, args.vocab), warmup=args.warmup,
                         runs=args.runs, threads=args.threads, seed=args.seed, statistic=args.statistic,
                         max_runs=args.max_runs)
     runner = ray_runner(args.ray_address, args.ray_resource) if args.ray_address else None
@@ -108,7 +107,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
         CudaTimer()  # fails with a clear message when there is no GPU
     device = args.device or (args.ray_resource if runner else default_device_name(args.backend, args.threads, args.precision))
     out = check_output_dir(args.out or Path("latency_tables") / safe_file_name(device) / safe_file_name(space.name))
-    collector = LatencyCollector(space, protocol, out, backend=_backend(args), runner=runner, chunk_size=args.chunk_size,
+    collector = LatencyCollector(space, protocol, out, backend=backend, runner=runner, chunk_size=args.chunk_size,
                                  steady_tolerance=args.steady_tolerance, retries=args.retries)
     profile(collector, args.samples, args.test_samples, seed=args.seed, tables=not args.no_tables)
     noise = reference_noise(out)
@@ -118,34 +117,6 @@ def cmd_profile(args: argparse.Namespace) -> int:
                  noise["mean_ms"], noise["std_ms"], 100 * noise["cv"], noise["max_over_min"], noise["remeasured"])
     print(json.dumps({"out": str(out), "reference_noise": noise}, indent=2) if args.json else out)
     return 0
-
-
-def _backend(args: argparse.Namespace):
-    if args.backend != "onnxruntime":
-        return args.backend
-    from hat.export.ort_backend import OnnxBackend
-
-    if not args.ray_address:  # measured here: an execution provider this onnxruntime lacks fails now, not later
-        import onnxruntime
-
-        if args.provider not in onnxruntime.get_available_providers():
-            raise HatError(f"--provider {args.provider}: this onnxruntime has "
-                           f"{', '.join(onnxruntime.get_available_providers())}")
-    return OnnxBackend(args.precision, args.provider)
-
-
-def _vocab(args: argparse.Namespace) -> int:
-    """--vocab, else the target dictionary of --data, else 32768; both given must agree."""
-    if args.data is None:
-        return args.vocab or 32768
-    from hat.data.prepare import check_data_folder
-    from hat.export.dictionary import Dictionary
-
-    meta = check_data_folder(args.data, ())
-    size = len(Dictionary.load(args.data / f"dict.{meta['tgt']}.txt"))
-    if args.vocab is not None and args.vocab != size:
-        raise HatError(f"--vocab {args.vocab} differs from the target dictionary's {size} words", args.data)
-    return size
 
 
 def _print_metrics(name: str, m: dict) -> None:
@@ -170,22 +141,11 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from hat.latency.dataset import LatencyDataset
-    from hat.latency.predictor import LatencyPredictor, metrics
+    from hat.pipeline import evaluate_predictor
 
     if args.plot:
         check_output_file(args.plot, "plot file")
-    predictor = LatencyPredictor.load(args.predictor)
-    data = LatencyDataset.load(args.data, args.format)
-    fingerprint = data.meta.get("space_fingerprint")
-    if fingerprint and predictor.info.get("space_fingerprint") not in (None, fingerprint):
-        raise HatError(f"dataset is for space '{data.meta.get('space')}', predictor for '{predictor.info.get('space')}'", args.data)
-    predicted = predictor.predict_dataset(data)
-    m = metrics(predicted, data.total_ms)
-    if args.plot:
-        from hat.plots import predicted_vs_measured
-
-        predicted_vs_measured(predicted, data.total_ms, args.plot, f"{predictor.kind} predictor on {args.data.name}")
+    predictor, m = evaluate_predictor(args.predictor, args.data, args.format, args.plot)
     if args.json:
         print(json.dumps(m, indent=2))
     else:

@@ -23,6 +23,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     s.add_argument("--latency-constraint", type=positive_float(), nargs="+", required=True, metavar="MS", help="latency budget(s) in ms, one search per budget")
     s.add_argument("--max-params", type=count, metavar="COUNT",
                    help="keep SubTransformers at or under this many parameters (e.g. 20M), embeddings included")
+    s.add_argument("--max-flops", type=count, metavar="COUNT",
+                   help="keep SubTransformers at or under this many FLOPs as HAT counts them (e.g. 2G)")
+    s.add_argument("--max-memory-mb", type=positive_float(), metavar="MB",
+                   help="keep the peak memory of the deployed beam search (weights, caches, logits) at or under this")
     s.add_argument("--max-size-mb", type=positive_float(), metavar="MB",
                    help="keep the exported weights at or under this many MB at the predictor's precision")
     s.add_argument("--population", type=int_at_least(1), default=125, help="population size of each generation")
@@ -36,6 +40,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     s.add_argument("--seed", type=int_at_least(0), default=0, help="seed of the search (same seed, same result)")
     s.add_argument("--workers", type=int_at_least(0, 256), default=0, help="worker processes (0: evaluate in this process); Ray actors with --ray-address")
     s.add_argument("--ray-address", help="evaluate on this Ray cluster (HOST:PORT); without it workers are local processes")
+    s.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N: where the fitness (validation loss) runs")
+    s.add_argument("--fp16", action="store_true", help="half-precision fitness (with --device cuda)")
     s.add_argument("--random-search", action="store_true",
                    help="also run random search with the same evaluation budget per constraint, for comparison")
     s.add_argument("--resume", action="store_true", help="continue the search saved in --out")
@@ -54,28 +60,16 @@ def count(text: str) -> float:
         raise argparse.ArgumentTypeError(str(err)) from None
 
 
-def _limits(args: argparse.Namespace, space, supernet, precision: str) -> list:
-    """The --max-* options as limits of the search, measured with the checkpoint's vocabulary."""
-    from hat.search.objectives import Limit, parameters, weights_mb
-    from hat.subtransformer import ModelDims
-
-    dims = ModelDims.for_space(space, supernet.src_vocab_size, supernet.tgt_vocab_size)
-    limits = []
-    if args.max_params is not None:
-        limits.append(Limit(parameters(dims), args.max_params))
-    if args.max_size_mb is not None:
-        limits.append(Limit(weights_mb(dims, precision), args.max_size_mb))
-    return limits
-
-
 def cmd_search(args: argparse.Namespace) -> int:
     from hat.checkpoints import load_supernet
     from hat.latency import LatencyPredictor
-    from hat.search import EvolutionarySearch, InheritedLossFitness, random_search
+    from hat.search import EvolutionarySearch, InheritedLossFitness
     from hat.search.evaluators import make_evaluator
     from hat.search.outputs import write_search_outputs
+    from hat.pipeline import random_search_baseline, search_limits
     from hat.search.store import SearchStore
     from hat.space import SearchSpace
+    from hat.subtransformer import ModelDims
 
     check_output_dir(args.out)
     space = SearchSpace.from_yaml(args.space)
@@ -86,9 +80,11 @@ def cmd_search(args: argparse.Namespace) -> int:
         predictor.check_vocabulary(checkpoint.supernet.tgt_vocab_size)
     except HatError as err:
         raise HatError(str(err), args.predictor) from None
-    limits = _limits(args, space, checkpoint.supernet, predictor.runtime.get("precision") or "fp32")
+    dims = ModelDims.for_space(space, checkpoint.supernet.src_vocab_size, checkpoint.supernet.tgt_vocab_size)
+    limits = search_limits(space, dims, predictor.runtime.get("precision") or "fp32", args.max_params,
+                           args.max_size_mb, args.max_flops, args.max_memory_mb, predictor.info.get("protocol"))
     fitness = InheritedLossFitness(args.checkpoint, args.data, split=args.split, valid_subset=args.valid_subset,
-                                   seed=args.seed)
+                                   seed=args.seed, device=args.device, fp16=args.fp16)
     fitness.load()
     store = SearchStore(args.out / "scored.jsonl", fitness=fitness.describe(), space=space)
     evaluator = make_evaluator(fitness, args.workers, args.ray_address)
@@ -103,24 +99,23 @@ def cmd_search(args: argparse.Namespace) -> int:
         result = search.run(resume=args.resume)
         extra = {"wall_time_s": time.time() - start}
         if args.random_search:
-            extra["random_search"] = []
-            for item in result.results:
-                best = random_search(space, fitness, predictor, item.constraint_ms, item.evaluations, seed=args.seed,
-                                     evaluator=evaluator, limits=limits, store=store)
-                extra["random_search"].append({"constraint_ms": item.constraint_ms, "budget": item.evaluations,
-                                               "loss": best.loss, "archid": best.archid,
-                                               "predicted_latency_ms": best.latency_ms})
+            extra["random_search"] = random_search_baseline(space, fitness, predictor, result, seed=args.seed,
+                                                            evaluator=evaluator, limits=limits, store=store)
     finally:
         if evaluator is not None:
             evaluator.close()
-    summary = write_search_outputs(result, args.out, extra, runtime=predictor.runtime)
+    summary = write_search_outputs(result, args.out, extra, runtime=predictor.runtime, space=space)
     if args.json:
         print(json.dumps({**summary, "summary_file": str(args.out / "summary.json")}, indent=2))
-        return 0
-    for item in summary["results"]:
-        values = "".join(f", {limit.name} {item[limit.name]:g}" for limit in limits)
-        line = (f"<= {item['constraint_ms']:g} ms ({summary['latency_unit']}): loss {item['loss']:.4f} at {item['predicted_latency_ms']:.2f} ms "
-                f"predicted{values} -> {args.out / item['config_file']}")
-        print(line)
-    print(f"{result.evaluations} fitness evaluations in {extra['wall_time_s']:.1f} s; summary: {args.out / 'summary.json'}")
+    else:
+        _print_summary(summary, [limit.name for limit in limits], args.out)
     return 0
+
+
+def _print_summary(summary: dict, limited: list[str], out: Path) -> None:
+    names = limited + [name for name in ("flops",) if name not in limited]
+    for item in summary["results"]:
+        values = "".join(f", {name} {item[name]:.4g}" for name in names)
+        print(f"<= {item['constraint_ms']:g} ms ({summary['latency_unit']}): loss {item['loss']:.4f} at "
+              f"{item['predicted_latency_ms']:.2f} ms predicted{values} -> {out / item['config_file']}")
+    print(f"{summary['evaluations']} fitness evaluations in {summary['wall_time_s']:.1f} s; summary: {out / 'summary.json'}")

@@ -28,11 +28,13 @@ def register(commands: argparse._SubParsersAction) -> None:
     sample.add_argument("--out", type=Path, help="write one YAML file per config into this folder")
     sample.set_defaults(handler=cmd_sample)
 
-    check = sub.add_parser("check", help="check a config against a space; print parameter counts")
+    check = sub.add_parser("check", help="check a config against a space; print parameter (and FLOP) counts")
     check.add_argument("space", type=Path, help="search space YAML")
     check.add_argument("config", type=Path, help="SubTransformer config YAML (ours or HAT's format)")
     check.add_argument("--src-vocab", type=int_at_least(1), help="source vocabulary size (for counts with embeddings)")
     check.add_argument("--tgt-vocab", type=int_at_least(1), help="target vocabulary size (default: --src-vocab)")
+    check.add_argument("--flops", action="store_true",
+                       help="also count FLOPs as HAT reports them (at the space's flops_length tokens)")
     check.add_argument("--json", action="store_true", help="machine-readable output")
     check.set_defaults(handler=cmd_check)
 
@@ -87,6 +89,10 @@ def cmd_check(args: argparse.Namespace) -> int:
         "parameters_without_embeddings": count_parameters(config, dims, include_embeddings=False),
         "parameters": count_parameters(config, dims) if src_vocab is not None else None,
     }
+    if args.flops:
+        from hat.space.flops import count_flops
+
+        result.update(flops=count_flops(config, space.qkv_dim, space.flops_length), flops_length=space.flops_length)
     if args.json:
         print(json.dumps(result, indent=2))
     else:
@@ -95,4 +101,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(f"  parameters without embeddings: {result['parameters_without_embeddings']:,}")
         if result["parameters"] is not None:
             print(f"  parameters with embeddings:    {result['parameters']:,}")
+        if args.flops:
+            print(f"  FLOPs: {result['flops'] / 1e9:.2f} G ({result['flops']:,}; source and target of "
+                  f"{space.flops_length} tokens, embeddings and output projection excluded, as HAT reports them)")
     return 0

@@ -47,12 +47,17 @@ def _register_data(commands: argparse._SubParsersAction) -> None:
     distil.add_argument("--checkpoint", type=Path, required=True, help="teacher checkpoint")
     distil.add_argument("--data", type=Path, required=True, help="data-bin folder to start from")
     distil.add_argument("--out", type=Path, required=True, help="data-bin folder to write")
-    distil.add_argument("--config", type=Path, help="teacher SubTransformer (default: the checkpoint's own, or the largest)")
-    distil.add_argument("--split", default="train", help="split whose targets are replaced")
-    distil.add_argument("--beam", type=int_at_least(1, 64), default=5, help="beam size of the teacher")
-    distil.add_argument("--lenpen", type=finite_float, default=1.0, help="length penalty of the teacher's beam search")
-    distil.add_argument("--max-tokens", type=int_at_least(1), default=4096, help="tokens per batch")
+    _add_generation_arguments(distil, "teacher SubTransformer", "train", "split whose targets are replaced")
     distil.set_defaults(handler=cmd_distil)
+
+
+def _add_generation_arguments(parser: argparse.ArgumentParser, config_help: str, split: str, split_help: str) -> None:
+    """--config, --split, --beam, --lenpen and --max-tokens of a command that translates a split."""
+    parser.add_argument("--config", type=Path, help=f"{config_help} (default: the checkpoint's own, or the largest)")
+    parser.add_argument("--split", default=split, help=split_help)
+    parser.add_argument("--beam", type=int_at_least(1, 64), default=5, help="beam size of the generation")
+    parser.add_argument("--lenpen", type=finite_float, default=1.0, help="length penalty of the generation")
+    parser.add_argument("--max-tokens", type=int_at_least(1), default=4096, help="tokens per batch")
 
 
 def _register_train(commands: argparse._SubParsersAction) -> None:
@@ -82,12 +87,10 @@ def _register_evaluate(commands: argparse._SubParsersAction) -> None:
     ev = commands.add_parser("evaluate", help="validation loss and BLEU of a SubTransformer")
     ev.add_argument("--checkpoint", type=Path, required=True, help="checkpoint to evaluate")
     ev.add_argument("--data", type=Path, required=True, help="fairseq data-bin folder")
-    ev.add_argument("--config", type=Path, help="SubTransformer config (default: the checkpoint's own, or the largest)")
-    ev.add_argument("--split", default="test", help="data split to score")
-    ev.add_argument("--beam", type=int_at_least(1, 64), default=5, help="beam size of the generation")
-    ev.add_argument("--lenpen", type=finite_float, default=1.0, help="length penalty of the generation")
-    ev.add_argument("--max-tokens", type=int_at_least(1), default=4096, help="tokens per batch")
+    _add_generation_arguments(ev, "SubTransformer config", "test", "data split to score")
     ev.add_argument("--no-bleu", action="store_true", help="loss only")
+    ev.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N: where the loss and the translations run")
+    ev.add_argument("--fp16", action="store_true", help="half precision (with --device cuda)")
     ev.add_argument("--remove-bpe", choices=["auto", "sentencepiece", "subword_nmt", "none"], default="auto",
                     help="subword marks to remove before BLEU; auto: the data folder's sentencepiece model, if any")
     ev.add_argument("--bleu-tokenize", choices=["13a", "intl", "char", "zh", "none"], default="13a",
@@ -157,7 +160,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     config = SubTransformerConfig.from_yaml(args.config) if args.config else None
     scoring = BleuScoring(remove_bpe=args.remove_bpe, tokenize=args.bleu_tokenize, style=args.bleu_style)
     result = evaluate(args.checkpoint, args.data, config, split=args.split, beam=args.beam, lenpen=args.lenpen,
-                      max_tokens=args.max_tokens, bleu=not args.no_bleu, scoring=scoring)
+                      max_tokens=args.max_tokens, bleu=not args.no_bleu, scoring=scoring, device=args.device,
+                      fp16=args.fp16)
     if args.json:
         print(json.dumps(result, indent=2))
     else:

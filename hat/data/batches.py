@@ -17,6 +17,10 @@ class Batch:
     target: torch.Tensor  # (B, T)
     ids: torch.Tensor  # (B,) sentence ids in the split
 
+    def to(self, device: torch.device | str) -> "Batch":
+        """The same batch on ``device``."""
+        return Batch(*(tensor.to(device) for tensor in (self.src_tokens, self.prev_output_tokens, self.target, self.ids)))
+
 
 def load_batches(
     data_dir: str | Path,

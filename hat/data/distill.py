@@ -28,7 +28,7 @@ def distil_data(checkpoint: str | Path, data: str | Path, out: str | Path, confi
     """
     from hat.checkpoints import load_supernet
     from hat.data.prepare import check_data_folder
-    from hat.evaluation import default_config, generate
+    from hat.evaluation import Generation, default_config, generate
     from hat.io import check_output_dir, file_sha256
 
     data, out = Path(data), Path(out)
@@ -41,7 +41,7 @@ def distil_data(checkpoint: str | Path, data: str | Path, out: str | Path, confi
     loaded = load_supernet(checkpoint)
     config = config or default_config(loaded)
     loaded.space.validate(config)
-    task, hypotheses, _ = generate(checkpoint, data, config, split, beam, lenpen, max_tokens)
+    task, hypotheses, _ = generate(checkpoint, data, config, Generation(split, beam, lenpen, max_tokens))
     dataset = task.dataset(split)
     targets = [hypotheses.get(i, dataset.tgt[i]) for i in range(len(dataset))]  # too long to translate: kept
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -9,7 +9,7 @@ from hat import lazy_exports
 
 _EXPORTS = {
     "LatencyCollector": "hat.latency.collector", "ray_runner": "hat.latency.collector",
-    "reference_noise": "hat.latency.collector", "LatencyDataset": "hat.latency.dataset",
+    "reference_noise": "hat.latency.records", "LatencyDataset": "hat.latency.dataset",
     "LatencyPredictor": "hat.latency.predictor", "fit_auto": "hat.latency.predictor", "metrics": "hat.latency.predictor",
     "Protocol": "hat.latency.protocol", "TimingStats": "hat.latency.measure", "LatencyTables": "hat.latency.tables",
 }

@@ -22,9 +22,9 @@ import numpy as np
 
 from hat.errors import HatError
 from hat.io import atomic_write_text
-from hat.latency.dataset import COLUMNS, LatencyDataset, write_dataset
-from hat.latency.features import HAT_FEATURES, hat_features
+from hat.latency.dataset import LatencyDataset, write_dataset
 from hat.latency.measure import total_ms as _total
+from hat.latency.records import dataset_row, interleave, part_ms, read_reference_rows, reference_noise  # noqa: F401
 from hat.latency.protocol import Protocol
 from hat.latency.tables import LatencyTables, table_entries
 from hat.space import SearchSpace, SubTransformerConfig
@@ -202,7 +202,7 @@ class LatencyCollector:
         rows = self._reference_rows()
         rows.append({
             "stage": stage, "index": len(rows),
-            "encoder_ms": f"{_part_ms(result, 'encoder'):.4f}", "decoder_ms": f"{_part_ms(result, 'decoder'):.4f}",
+            "encoder_ms": f"{part_ms(result, 'encoder'):.4f}", "decoder_ms": f"{part_ms(result, 'decoder'):.4f}",
             "accepted": int(accepted),
         })
         out = io.StringIO()
@@ -270,75 +270,37 @@ class LatencyCollector:
         file_name: str = DATASET_FILE,
     ) -> LatencyDataset:
         """Measure ``samples`` sampled SubTransformers whole (or the given ``configs``); resumable."""
-        path = self.out_dir / file_name
-        meta = self._meta()
-        rows: list[dict[str, Any]] = []
-        if path.is_file():
-            existing = LatencyDataset.load(path, fmt="hat-latency")
-            self._check_existing(existing.meta, path)
-            meta, rows = existing.meta, existing.rows
-        done = {row["archid"] for row in rows}
         wanted = list(configs) if configs is not None else self.sample_configs(samples, seed)
-        todo = [c for c in wanted if c.archid not in done]
-        log.info("end-to-end dataset: %d configs to measure (%d already in %s)", len(todo), len(done), path)
-        self._prepare([{"kind": "model", "config": c.to_dict(include_space=False)} for c in todo])
+        return self.collect_datasets({file_name: wanted})[file_name]
+
+    def collect_datasets(self, parts: dict[str, Sequence[SubTransformerConfig]]) -> dict[str, LatencyDataset]:
+        """Measure several end-to-end datasets (file name -> configs) in the same chunks; resumable.
+
+        The configs of all files are interleaved in proportion, so a training set and its test set
+        are measured side by side: a machine that speeds up or slows down during the run shifts
+        both alike instead of making the test set look faster or slower than the training set.
+        """
+        existing = {name: self._existing(self.out_dir / name) for name in parts}
+        metas = {name: meta for name, (meta, _) in existing.items()}
+        rows = {name: rows for name, (_, rows) in existing.items()}
+        done = {name: {row["archid"] for row in rows[name]} for name in parts}
+        todo = interleave({name: [c for c in configs if c.archid not in done[name]] for name, configs in parts.items()})
+        log.info("end-to-end datasets: %d configs to measure (%s already done)", len(todo),
+                 ", ".join(f"{len(r)} in {n}" for n, r in rows.items()))
+        self._prepare([{"kind": "model", "config": c.to_dict(include_space=False)} for _, c in todo])
         for chunk in self._chunks(todo, "models"):
             results, reference = self._measure_steady(
-                "dataset", [{"kind": "model", "config": c.to_dict(include_space=False)} for c in chunk])
-            for config, result in zip(chunk, results):
-                rows.append(dataset_row(config, result, self.protocol.runs, _total(reference)))
-            write_dataset(path, meta, rows)
-        return LatencyDataset.load(path, fmt="hat-latency")
+                "dataset", [{"kind": "model", "config": c.to_dict(include_space=False)} for _, c in chunk])
+            for (name, config), result in zip(chunk, results):
+                rows[name].append(dataset_row(config, result, self.protocol.runs, _total(reference)))
+            for name in {name for name, _ in chunk}:
+                write_dataset(self.out_dir / name, metas[name], rows[name])
+        return {name: LatencyDataset.load(self.out_dir / name, fmt="hat-latency") for name in parts}
 
-
-def _part_ms(result: Result, part: str) -> float:
-    stats = result[part]
-    return float(stats.get("value", stats["mean"]))
-
-
-def dataset_row(config: SubTransformerConfig, result: Result, runs: int, reference_ms: float) -> dict[str, Any]:
-    row: dict[str, Any] = {"archid": config.archid, "config": config.to_json()}
-    row.update(zip(HAT_FEATURES, (f"{v:g}" for v in hat_features(config))))
-    for part in ("encoder", "decoder"):
-        stats = result[part]
-        row[f"latency_mean_{part}"] = f"{_part_ms(result, part):.4f}"  # the protocol's statistic
-        row[f"latency_std_{part}"] = f"{stats['std']:.4f}"
-        row[f"latency_median_{part}"] = f"{stats['median']:.4f}"
-        row[f"latency_iqr_{part}"] = f"{stats['iqr']:.4f}"
-    row["runs"] = runs
-    row["reference_ms"] = f"{reference_ms:.4f}"
-    assert set(row) == set(COLUMNS)
-    return row
-
-
-def read_reference_rows(path: Path) -> list[dict[str, str]]:
-    """The reference timings of earlier chunks (``reference.csv``), each row checked."""
-    from hat.io import file_content, finite, read_text
-
-    if not path.is_file():
-        return []
-    rows = list(csv.DictReader(io.StringIO(read_text(path, "reference timings file"))))
-    for line, row in enumerate(rows, start=2):
-        with file_content(path, f"line {line} of the reference timings"):
-            for column in ("encoder_ms", "decoder_ms"):
-                finite(float(row[column]), column, positive=True)
-            if row.get("accepted") not in (None, "", "0", "1"):
-                raise ValueError(f"accepted must be 0 or 1, got {row['accepted']!r}")
-    return rows
-
-
-def reference_noise(out_dir: str | Path) -> dict[str, float] | None:
-    """Spread of the reference model's total latency over every chunk measured (re-measured ones
-    included, so it describes the machine): mean, std, CV, max/min, and how many were re-measured."""
-    path = Path(out_dir) / REFERENCE_FILE
-    if not path.is_file():
-        return None
-    rows = read_reference_rows(path)
-    totals = np.array([float(r["encoder_ms"]) + float(r["decoder_ms"]) for r in rows])
-    if len(totals) == 0:
-        return None
-    return {
-        "chunks": int(len(totals)), "mean_ms": float(totals.mean()), "std_ms": float(totals.std()),
-        "cv": float(totals.std() / totals.mean()), "max_over_min": float(totals.max() / totals.min()),
-        "remeasured": sum(r.get("accepted") == "0" for r in rows),
-    }
+    def _existing(self, path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """Header and rows of a dataset file measured earlier (checked against this run), or a new header."""
+        if not path.is_file():
+            return self._meta(), []
+        existing = LatencyDataset.load(path, fmt="hat-latency")
+        self._check_existing(existing.meta, path)
+        return existing.meta, list(existing.rows)

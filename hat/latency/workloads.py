@@ -12,6 +12,7 @@ import torch
 
 from hat.latency.protocol import Protocol
 from hat.modules import DecoderLayer, EncoderLayer
+from hat.modules.layers import LayerOps
 from hat.space import SearchSpace, SubTransformerConfig, ende_attn_layers
 from hat.subtransformer import ModelDims, SubTransformer
 from hat.tokens import EOS, FIRST_WORD
@@ -65,7 +66,7 @@ def encoder_layer_workload(
     space: SearchSpace, embed: int, ffn: int, heads: int, protocol: Protocol, device: str
 ) -> Callable[[], object]:
     torch.manual_seed(protocol.seed)
-    layer = EncoderLayer(embed, ffn, heads, space.qkv_dim, 0.0, 0.0, 0.0).to(device).eval()
+    layer = EncoderLayer(embed, ffn, heads, LayerOps(space.qkv_dim)).to(device).eval()
     x = torch.randn(1, protocol.src_len, embed, device=device)
     return torch.inference_mode()(lambda: layer(x, None))
 
@@ -84,9 +85,7 @@ def decoder_layer_workload(
     """One decoder layer over all ``src_len`` steps (growing self cache, cross K/V projected once)."""
     torch.manual_seed(protocol.seed)
     k = ende_attn_layers(ende)
-    layer = DecoderLayer(
-        embed, encoder_embed, ffn, self_heads, cross_heads, k, space.qkv_dim, 0.0, 0.0, 0.0
-    ).to(device).eval()
+    layer = DecoderLayer(embed, encoder_embed, ffn, self_heads, cross_heads, k, LayerOps(space.qkv_dim)).to(device).eval()
     memory = torch.randn(protocol.beam, k * protocol.src_len, encoder_embed, device=device)
     steps = torch.randn(protocol.src_len, protocol.beam, 1, embed, device=device)
 

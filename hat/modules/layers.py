@@ -5,6 +5,7 @@ subclasses them with elastic ops. The forward code is written once and shared.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -17,29 +18,31 @@ LayerNormFactory = Callable[[int], nn.Module]
 LayerCache = dict[str, torch.Tensor]
 
 
+@dataclass(frozen=True)
+class LayerOps:
+    """What every layer of one model shares: the attention width, the dropouts and the linear and
+    layer-norm types (``nn.Linear``/``nn.LayerNorm``, or the SuperTransformer's elastic ones)."""
+
+    qkv_dim: int
+    dropout: float = 0.0
+    attention_dropout: float = 0.0
+    activation_dropout: float = 0.0
+    linear: LinearFactory = nn.Linear
+    layer_norm: LayerNormFactory = nn.LayerNorm
+
+
 class EncoderLayer(nn.Module):
     """Self-attention and FFN blocks, each ``x = LN(x + dropout(block(x)))``."""
 
-    def __init__(
-        self,
-        embed_dim: int,
-        ffn_dim: int,
-        num_heads: int,
-        qkv_dim: int,
-        dropout: float,
-        attention_dropout: float,
-        activation_dropout: float,
-        linear: LinearFactory = nn.Linear,
-        layer_norm: LayerNormFactory = nn.LayerNorm,
-    ) -> None:
+    def __init__(self, embed_dim: int, ffn_dim: int, num_heads: int, ops: LayerOps) -> None:
         super().__init__()
-        self.dropout = dropout
-        self.activation_dropout = activation_dropout
-        self.self_attn = MultiheadAttention(embed_dim, embed_dim, qkv_dim, num_heads, attention_dropout, linear)
-        self.self_attn_layer_norm = layer_norm(embed_dim)
-        self.fc1 = linear(embed_dim, ffn_dim)
-        self.fc2 = linear(ffn_dim, embed_dim)
-        self.final_layer_norm = layer_norm(embed_dim)
+        self.dropout = ops.dropout
+        self.activation_dropout = ops.activation_dropout
+        self.self_attn = MultiheadAttention(embed_dim, embed_dim, ops.qkv_dim, num_heads, ops.attention_dropout, ops.linear)
+        self.self_attn_layer_norm = ops.layer_norm(embed_dim)
+        self.fc1 = ops.linear(embed_dim, ffn_dim)
+        self.fc2 = ops.linear(ffn_dim, embed_dim)
+        self.final_layer_norm = ops.layer_norm(embed_dim)
 
     def _residual(self, x: torch.Tensor, residual: torch.Tensor, norm: nn.Module) -> torch.Tensor:
         return norm(residual + F.dropout(x, self.dropout, self.training))
@@ -58,29 +61,14 @@ class EncoderLayer(nn.Module):
 class DecoderLayer(EncoderLayer):
     """Causal self-attention, encoder-decoder attention over the last ``ende_layers`` encoder outputs, FFN."""
 
-    def __init__(
-        self,
-        embed_dim: int,
-        encoder_embed_dim: int,
-        ffn_dim: int,
-        self_heads: int,
-        cross_heads: int,
-        ende_layers: int,
-        qkv_dim: int,
-        dropout: float,
-        attention_dropout: float,
-        activation_dropout: float,
-        linear: LinearFactory = nn.Linear,
-        layer_norm: LayerNormFactory = nn.LayerNorm,
-    ) -> None:
-        super().__init__(
-            embed_dim, ffn_dim, self_heads, qkv_dim, dropout, attention_dropout, activation_dropout, linear, layer_norm
-        )
+    def __init__(self, embed_dim: int, encoder_embed_dim: int, ffn_dim: int, self_heads: int, cross_heads: int,
+                 ende_layers: int, ops: LayerOps) -> None:
+        super().__init__(embed_dim, ffn_dim, self_heads, ops)
         self.ende_layers = ende_layers
         self.encoder_attn = MultiheadAttention(
-            embed_dim, encoder_embed_dim, qkv_dim, cross_heads, attention_dropout, linear
+            embed_dim, encoder_embed_dim, ops.qkv_dim, cross_heads, ops.attention_dropout, ops.linear
         )
-        self.encoder_attn_layer_norm = layer_norm(embed_dim)
+        self.encoder_attn_layer_norm = ops.layer_norm(embed_dim)
 
     def forward(  # type: ignore[override]
         self,

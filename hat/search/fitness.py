@@ -26,19 +26,25 @@ class InheritedLossFitness:
         max_tokens: int = 4096,
         label_smoothing: float = 0.1,
         threads: int = 1,
+        device: str = "cpu",
+        fp16: bool = False,
     ) -> None:
         self.checkpoint, self.data = Path(checkpoint), Path(data)
         self.split, self.valid_subset, self.seed = split, valid_subset, seed
         self.max_tokens, self.label_smoothing, self.threads = max_tokens, label_smoothing, threads
+        self.device, self.fp16 = device, fp16
         self._loaded: Any = None
 
     def describe(self) -> dict[str, Any]:
         """What the losses depend on (a search store refuses losses of another fitness)."""
         from hat.io import file_sha256
 
-        return {"kind": "inherited_validation_loss", "checkpoint_sha256": file_sha256(self.checkpoint),
-                "data": str(self.data.resolve()), "split": self.split, "valid_subset": self.valid_subset,
-                "seed": self.seed, "max_tokens": self.max_tokens, "label_smoothing": self.label_smoothing}
+        described = {"kind": "inherited_validation_loss", "checkpoint_sha256": file_sha256(self.checkpoint),
+                     "data": str(self.data.resolve()), "split": self.split, "valid_subset": self.valid_subset,
+                     "seed": self.seed, "max_tokens": self.max_tokens, "label_smoothing": self.label_smoothing}
+        if self.device != "cpu" or self.fp16:  # losses on another device differ in the last digits
+            described.update(device=self.device, fp16=self.fp16)
+        return described
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
@@ -49,11 +55,16 @@ class InheritedLossFitness:
         if self._loaded is None:
             from hat.checkpoints import load_supernet
             from hat.data.batches import load_batches
+            from hat.devices import resolve_device
 
+            device = resolve_device(self.device, self.fp16)
             checkpoint = load_supernet(self.checkpoint)
+            checkpoint.supernet.to(device)
+            if self.fp16:
+                checkpoint.supernet.half()
             batches = load_batches(self.data, self.split, max_tokens=self.max_tokens,
                                    subset_size=self.valid_subset, seed=self.seed, langs=checkpoint.langs)
-            self._loaded = (checkpoint, batches)
+            self._loaded = (checkpoint, [batch.to(device) for batch in batches])
 
     def __call__(self, config: SubTransformerConfig) -> float:
         import torch

@@ -69,8 +69,36 @@ def weights_mb(dims: object, precision: str = "fp32") -> Objective:
     return Objective(f"weights_mb_{precision}", "MB", lambda config: count_parameters(config, dims) * size)
 
 
+def memory_mb(dims: object, precision: str = "fp32", src_len: int = 30, tgt_len: int = 30, beam: int = 5) -> Objective:
+    """Megabytes a deployed model holds at its peak of a beam search (``beam`` hypotheses, ``src_len``
+    source tokens, ``tgt_len`` steps): its weights at ``precision``, the decoder's key/value caches
+    (self-attention over the steps, encoder-decoder attention over the encoder layers each decoder
+    layer reads), the encoder outputs those layers read, and one step's logits, all in float32."""
+    from hat.space.config import ende_attn_layers
+    from hat.subtransformer import count_parameters
+
+    if precision not in BYTES_PER_WEIGHT:
+        raise HatError(f"unknown precision '{precision}' (fp32 or int8)")
+    qkv, vocab = dims.qkv_dim, dims.tgt_vocab_size
+
+    def measure(config: SubTransformerConfig) -> float:
+        reads = [ende_attn_layers(e) for e in config.decoder_ende_attn]
+        caches = sum(2 * beam * (tgt_len + n * src_len) * qkv for n in reads)
+        floats = caches + max(reads) * src_len * config.encoder_embed_dim + beam * vocab
+        return (count_parameters(config, dims) * BYTES_PER_WEIGHT[precision] + 4 * floats) / 1e6
+
+    return Objective(f"memory_mb_{precision}", "MB", measure)
+
+
+def flops(space: object) -> Objective:
+    """FLOPs as HAT reports them (:func:`hat.space.flops.count_flops`) at the space's ``flops_length``."""
+    from hat.space.flops import count_flops
+
+    return Objective("flops", "FLOPs", lambda config: float(count_flops(config, space.qkv_dim, space.flops_length)))
+
+
 def parse_count(text: str) -> float:
-    """``"20M"`` -> 2e7; plain numbers and K/M/G suffixes (for ``--max-params``)."""
+    """``"20M"`` -> 2e7; plain numbers and K/M/G suffixes (for ``--max-params`` and ``--max-flops``)."""
     match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([KMG]?)\s*", text, flags=re.IGNORECASE)
     if not match:
         raise HatError(f"'{text}' is not a count (a number, optionally with K, M or G)")

@@ -15,16 +15,26 @@ def best_config_path(out_dir: str | Path, constraint_ms: float) -> Path:
 
 
 def write_search_outputs(result: SearchResult, out_dir: str | Path, extra: dict[str, Any] | None = None,
-                         runtime: dict[str, Any] | None = None) -> dict[str, Any]:
+                         runtime: dict[str, Any] | None = None, space: Any = None) -> dict[str, Any]:
     """Write configs, history, summary and plots; ``runtime`` (the predictor's, see
-    :func:`hat.latency.predictor.runtime_of`) says what the milliseconds are."""
+    :func:`hat.latency.predictor.runtime_of`) says what the milliseconds are. With the search
+    ``space``, every reported model also gets its FLOPs as HAT counts them."""
     from hat.latency.predictor import describe_runtime
+    from hat.search.objectives import flops
+
+    count = flops(space).measure if space is not None else None
+
+    def reported(candidate) -> dict[str, float]:
+        values = dict(candidate.objectives)
+        if count is not None and "flops" not in values:
+            values["flops"] = count(candidate.config)
+        return values
 
     out = Path(out_dir)
     unit = describe_runtime(runtime) if runtime else "the predictor's runtime"
     for item in result.results:
         text = item.best.config.to_yaml()
-        values = "".join(f", {name} {value:g}" for name, value in item.best.objectives.items())
+        values = "".join(f", {name} {value:g}" for name, value in reported(item.best).items())
         header = (f"# best SubTransformer under {item.constraint_ms:g} ms on {unit}: predicted "
                   f"{item.best.latency_ms:.2f} ms{values}, validation loss {item.best.loss:.4f}\n")
         atomic_write_text(best_config_path(out, item.constraint_ms), header + text)
@@ -43,13 +53,13 @@ def write_search_outputs(result: SearchResult, out_dir: str | Path, extra: dict[
         "results": [
             {
                 "constraint_ms": item.constraint_ms, "archid": item.best.archid, "loss": item.best.loss,
-                "predicted_latency_ms": item.best.latency_ms, **item.best.objectives, "evaluations": item.evaluations,
+                "predicted_latency_ms": item.best.latency_ms, **reported(item.best), "evaluations": item.evaluations,
                 "config_file": best_config_path(out, item.constraint_ms).name, "config": item.best.config.to_dict(),
                 "best_loss_per_iteration": item.best_loss_per_iteration,
             }
             for item in result.results
         ],
-        "pareto_front": [{"archid": c.archid, "latency_ms": c.latency_ms, **c.objectives, "loss": c.loss}
+        "pareto_front": [{"archid": c.archid, "latency_ms": c.latency_ms, **reported(c), "loss": c.loss}
                          for c in result.pareto_front()],
         **(extra or {}),
     }

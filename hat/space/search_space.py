@@ -9,6 +9,9 @@ A space file looks like::
     decoder: {embed_dim: [640, 512], layers: [1, 2, 3, 4, 5, 6], ffn_dim: [3072, 2048, 1024],
               self_heads: [8, 4], cross_heads: [8, 4], ende_attn: [-1, 1, 2]}
 
+An optional ``flops_length`` (default 30) is the source and target length at which FLOPs are
+counted; HAT reports WMT models at 30 tokens and IWSLT models at 23.
+
 The SuperTransformer's dimensions are the largest choices. A genome is a fixed-length tuple of
 gene values (per-layer genes for every super layer, inactive ones kept) that the evolutionary
 search mutates and crosses over; ``decode`` turns it into a config.
@@ -27,7 +30,9 @@ from hat.space.config import SubTransformerConfig, _load_yaml_file, ende_attn_la
 
 ENCODER_KEYS = ("embed_dim", "layers", "ffn_dim", "heads")
 DECODER_KEYS = ("embed_dim", "layers", "ffn_dim", "self_heads", "cross_heads", "ende_attn")
-TOP_KEYS = ("name", "description", "qkv_dim", "share_all_embeddings", "encoder", "decoder")
+TOP_KEYS = ("name", "description", "qkv_dim", "share_all_embeddings", "encoder", "decoder", "flops_length")
+OPTIONAL_KEYS = ("description", "flops_length")
+DEFAULT_FLOPS_LENGTH = 30  # HAT counts WMT models at 30 source and target tokens (IWSLT: 23)
 
 # Per-layer config field -> (side, choice key).
 PER_LAYER_FIELDS = {
@@ -63,6 +68,7 @@ class SearchSpace:
     encoder: Mapping[str, tuple[int, ...]]
     decoder: Mapping[str, tuple[int, ...]]
     description: str = ""
+    flops_length: int = DEFAULT_FLOPS_LENGTH  # source and target tokens at which FLOPs are counted
 
     def __post_init__(self) -> None:
         for side, keys in (("encoder", ENCODER_KEYS), ("decoder", DECODER_KEYS)):
@@ -81,6 +87,8 @@ class SearchSpace:
             raise HatError(f"qkv_dim must be a positive integer, got {self.qkv_dim!r}")
         if not isinstance(self.share_all_embeddings, bool):
             raise HatError(f"share_all_embeddings must be true or false, got {self.share_all_embeddings!r}")
+        if isinstance(self.flops_length, bool) or not isinstance(self.flops_length, int) or not 0 < self.flops_length <= 4096:
+            raise HatError(f"flops_length must be a positive number of tokens, got {self.flops_length!r}")
         for key in ("heads",):
             self._check_heads(f"encoder.{key}", self.encoder[key])
         for key in ("self_heads", "cross_heads"):
@@ -108,7 +116,7 @@ class SearchSpace:
         unknown = sorted(set(data) - set(TOP_KEYS))
         if unknown:
             raise HatError(f"unknown key(s): {', '.join(map(str, unknown))} (known: {', '.join(TOP_KEYS)})")
-        missing = [k for k in TOP_KEYS if k not in data and k != "description"]
+        missing = [k for k in TOP_KEYS if k not in data and k not in OPTIONAL_KEYS]
         if missing:
             raise HatError(f"missing key(s): {', '.join(missing)}")
         for side in ("encoder", "decoder"):
@@ -121,6 +129,7 @@ class SearchSpace:
             encoder=data["encoder"],
             decoder=data["decoder"],
             description=str(data.get("description", "")),
+            flops_length=data.get("flops_length", DEFAULT_FLOPS_LENGTH),
         )
 
     @classmethod
@@ -143,13 +152,15 @@ class SearchSpace:
             "share_all_embeddings": self.share_all_embeddings,
             "encoder": {k: list(v) for k, v in self.encoder.items()},
             "decoder": {k: list(v) for k, v in self.decoder.items()},
+            **({"flops_length": self.flops_length} if self.flops_length != DEFAULT_FLOPS_LENGTH else {}),
         }
 
     @property
     def fingerprint(self) -> str:
-        """Hash of the choices (not name or description): identifies the space in checkpoints and tables."""
+        """Hash of the choices (not name, description or FLOPs length): identifies the space in checkpoints and tables."""
         data = self.to_dict()
         del data["name"], data["description"]
+        data.pop("flops_length", None)
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
     # ---- super dimensions -------------------------------------------------------------------

@@ -7,7 +7,7 @@ from torch import nn
 from hat.defaults import ACTIVATION_DROPOUT, ATTENTION_DROPOUT, DROPOUT
 from hat.errors import HatError
 from hat.modules.attention import MultiheadAttention
-from hat.modules.layers import DecoderLayer, EncoderLayer
+from hat.modules.layers import DecoderLayer, EncoderLayer, LayerOps
 from hat.modules.positions import SinusoidalPositions
 from hat.modules.transformer import Decoder, Encoder, EncoderDecoder
 from hat.space import SearchSpace, SubTransformerConfig, ende_attn_layers
@@ -132,20 +132,14 @@ class SuperTransformer(EncoderDecoder):
         positions = SinusoidalPositions(space.super_embed_dim, padding_idx, max_positions)
         encoder_table, decoder_table = embedding_tables(
             space.share_all_embeddings, src_vocab_size, tgt_vocab_size, enc_dim, dec_dim, padding_idx)
-        elastic = dict(linear=ElasticLinear, layer_norm=ElasticLayerNorm)
+        ops = LayerOps(space.qkv_dim, dropout, attention_dropout, activation_dropout, ElasticLinear, ElasticLayerNorm)
         encoder_layers = [
-            ElasticEncoderLayer(
-                enc_dim, max(space.encoder["ffn_dim"]), max(space.encoder["heads"]), space.qkv_dim,
-                dropout, attention_dropout, activation_dropout, **elastic,
-            )
+            ElasticEncoderLayer(enc_dim, max(space.encoder["ffn_dim"]), max(space.encoder["heads"]), ops)
             for _ in range(space.max_encoder_layers)
         ]
         decoder_layers = [
-            ElasticDecoderLayer(
-                dec_dim, enc_dim, max(space.decoder["ffn_dim"]), max(space.decoder["self_heads"]),
-                max(space.decoder["cross_heads"]), 1, space.qkv_dim,
-                dropout, attention_dropout, activation_dropout, **elastic,
-            )
+            ElasticDecoderLayer(dec_dim, enc_dim, max(space.decoder["ffn_dim"]), max(space.decoder["self_heads"]),
+                                max(space.decoder["cross_heads"]), 1, ops)
             for _ in range(space.max_decoder_layers)
         ]
         self.encoder = ElasticEncoder(encoder_table, enc_dim, encoder_layers, positions, padding_idx, dropout)
