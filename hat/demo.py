@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
+from hat.search.evolution import EvolutionSettings
 from hat.shipped import shipped_dir
 from hat.stages import StageRunner
 
@@ -35,19 +36,16 @@ class DemoSettings:
     test_samples: int = 20
     runs: int = 8
     constraint_quantiles: tuple[float, ...] = (0.25, 0.5, 0.75)
-    population: int = 50
-    parents: int = 10
-    mutations: int = 20
-    crossovers: int = 20
-    iterations: int = 10
+    search: EvolutionSettings = EvolutionSettings(population=50, parents=10, mutations=20, crossovers=20, iterations=10)
     valid_subset: int = 200
     seed: int = 1
 
     @classmethod
     def quick(cls, **overrides) -> "DemoSettings":
         """A smaller run: fewer pairs, updates, measured models and generations."""
-        return cls(**{**dict(train_pairs=5000, updates=300, samples=24, test_samples=8, runs=4, population=16,
-                             parents=4, mutations=6, crossovers=6, iterations=3, valid_subset=100), **overrides})
+        search = EvolutionSettings(population=16, parents=4, mutations=6, crossovers=6, iterations=3)
+        return cls(**{**dict(train_pairs=5000, updates=300, samples=24, test_samples=8, runs=4, search=search,
+                             valid_subset=100), **overrides})
 
 
 class Demo:
@@ -170,7 +168,7 @@ class Demo:
         predictor.save(self.predictor)
         test = LatencyDataset.load(self.latency_dir / "test.csv")
         test_scores = predictor.evaluate(test)
-        predicted_vs_measured(predictor.predict_dataset(test), test.total_ms, self.out / "predicted_vs_measured.png",
+        predicted_vs_measured(predictor.predict_dataset(test), predictor.labels(test), self.out / "predicted_vs_measured.png",
                               f"{predictor.kind} predictor, {len(test)} held-out SubTransformers")
         selection = predictor.info["selection"]
         return {"model": predictor.kind, "selection": scores, "test": test_scores,
@@ -194,8 +192,7 @@ class Demo:
         search_dir = self.out / "search"
         search_dir.mkdir(exist_ok=True)
         search = EvolutionarySearch(space, fitness, predictor, constraints, seed=self.s.seed,
-                                    population=self.s.population, parents=self.s.parents, mutations=self.s.mutations,
-                                    crossovers=self.s.crossovers, iterations=self.s.iterations,
+                                    **asdict(self.s.search),
                                     state_path=search_dir / "state.json")
         result = search.run(resume=(search_dir / "state.json").is_file())
         summary = write_search_outputs(result, search_dir, runtime=predictor.runtime, space=space)

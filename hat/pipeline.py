@@ -84,22 +84,42 @@ def check_fit_inputs(data: Any, tables: Any, data_path: str | Path, tables_path:
 
 
 def fit_predictor(data_path: str | Path, tables_path: str | Path | None = None, *, kind: str = "auto",
-                  seed: int = 0, data_format: str = "auto") -> tuple[Any, dict]:
+                  seed: int = 0, data_format: str = "auto", labels: str = "auto") -> tuple[Any, dict]:
     """A latency predictor from a dataset (and tables), after :func:`check_fit_inputs`.
 
     ``kind="auto"`` picks by 5-fold cross-validation and returns its scores; another kind is fitted
-    directly (scores empty).
+    directly (scores empty). ``labels``: ``measured``, ``reference_speed`` (every row scaled to the
+    machine speed of the reference model's median time, from the time measured in its own chunk)
+    or ``auto``: reference speed for onnxruntime data (on four WMT profiles it kept or raised
+    Kendall τ and the share within ±10%; BENCHMARKS.md), measured otherwise (on PyTorch eager it
+    made errors larger).
     """
     from hat.latency.dataset import LatencyDataset
-    from hat.latency.predictor import LatencyPredictor, fit_auto
+    from hat.latency.predictor import REFERENCE_SPEED, LatencyPredictor, fit_auto
 
     data = LatencyDataset.load(data_path, data_format)
     tables = load_tables(tables_path)
     check_fit_inputs(data, tables, data_path, tables_path)
+    at_reference = _labels_at_reference_speed(data, labels, data_path)
+    if at_reference:
+        data = data.at_reference_speed(float(np.median(data.reference_times())))
     if kind == "auto":
-        return fit_auto(data, tables, seed=seed)
-    usable = tables if data.configs is not None else None
-    return LatencyPredictor(kind, tables=usable).fit(data, seed=seed), {}
+        predictor, scores = fit_auto(data, tables, seed=seed)
+    else:
+        usable = tables if data.configs is not None else None
+        predictor, scores = LatencyPredictor(kind, tables=usable).fit(data, seed=seed), {}
+    predictor.info["labels"] = REFERENCE_SPEED if at_reference else "measured"
+    return predictor, scores
+
+
+def _labels_at_reference_speed(data: Any, labels: str, data_path: str | Path) -> bool:
+    if labels not in ("auto", "measured", "reference_speed"):
+        raise HatError(f"labels must be auto, measured or reference_speed, got {labels!r}")
+    has_reference = bool(data.rows) and bool(np.all(np.isfinite(data.reference_times())))
+    if labels == "reference_speed" and not has_reference:
+        raise HatError("the rows carry no reference timing (reference_ms): fit with measured labels", data_path)
+    backend = ((data.meta or {}).get("device") or {}).get("backend")
+    return labels == "reference_speed" or (labels == "auto" and has_reference and backend == "onnxruntime")
 
 
 def feasible_range(space: SearchSpace, predictor: Any, samples: int = 2000, seed: int = 0) -> tuple[float, float]:
@@ -156,12 +176,12 @@ def evaluate_predictor(predictor_path: str | Path, data_path: str | Path, data_f
     if fingerprint and predictor.info.get("space_fingerprint") not in (None, fingerprint):
         raise HatError(f"dataset is for space '{data.meta.get('space')}', predictor for "
                        f"'{predictor.info.get('space')}'", data_path)
-    predicted = predictor.predict_dataset(data)
+    predicted, measured = predictor.predict_dataset(data), predictor.labels(data)
     if plot:
         from hat.plots import predicted_vs_measured
 
-        predicted_vs_measured(predicted, data.total_ms, plot, f"{predictor.kind} predictor on {Path(data_path).name}")
-    return predictor, metrics(predicted, data.total_ms)
+        predicted_vs_measured(predicted, measured, plot, f"{predictor.kind} predictor on {Path(data_path).name}")
+    return predictor, metrics(predicted, measured)
 
 
 def search_limits(space: SearchSpace, dims: Any, precision: str = "fp32", max_params: float | None = None,

@@ -405,6 +405,7 @@ def test_onnxruntime_tables_dataset_and_predictor(piece_cache, tmp_path, capsys)
     assert main(base + ["--samples", "1", "--precision", "int8", "--backend", "torch"]) == 2  # onnxruntime options only
 
 
+@pytest.mark.slow  # a subprocess that composes and times graphs: about 20 s
 def test_onnxruntime_worker_imports_neither_torch_nor_fairseq(piece_cache, micro, tmp_path):
     """The measuring side of --backend onnxruntime: graphs built here, timed where only numpy and
     onnxruntime can be imported (no torch, fairseq, pyyaml, scipy or onnx)."""
@@ -461,3 +462,37 @@ def test_fit_checks_refuse_tables_and_data_of_different_spaces_and_too_few_rows(
     check_fit_inputs(data, None, "data.csv", None)
     with pytest.raises(HatError, match="at least 10 rows"):
         check_fit_inputs(data.subset(np.arange(9)), None, "data.csv", None)
+
+
+def test_fitting_at_reference_speed_takes_the_machines_drift_out(wmt_space, tmp_path):
+    """Rows measured while the machine ran 0.8-1.25x its usual speed, each with the reference model
+    timed in its chunk: scaled to one machine speed, the latencies are the model's own again."""
+    from hat.latency.records import dataset_row
+    from hat.pipeline import evaluate_predictor, fit_predictor
+
+    shipped = LatencyDataset.load(ROOT / "latency_tables" / "intel-xeon-processor_1t_ort" / "wmt14_en_de" / "dataset.csv")
+    rng = np.random.default_rng(0)
+
+    def rows(n: int, seed: int) -> list:
+        data, out = _synthetic_dataset(wmt_space, n, seed), []
+        for config, enc, dec in zip(data.configs, data.encoder_ms, data.decoder_ms):
+            speed = rng.uniform(0.8, 1.25)
+            result = {part: {"value": v * speed, "mean": v * speed, "std": 0.0, "median": v * speed, "iqr": 0.0}
+                      for part, v in (("encoder", enc), ("decoder", dec))}
+            out.append(dataset_row(config, result, 6, 100.0 * speed))
+        return out
+
+    write_dataset(tmp_path / "dataset.csv", shipped.meta, rows(120, 1))
+    write_dataset(tmp_path / "test.csv", shipped.meta, rows(60, 2))
+    auto, _ = fit_predictor(tmp_path / "dataset.csv", kind="linear")  # onnxruntime data: reference speed
+    measured, _ = fit_predictor(tmp_path / "dataset.csv", kind="linear", labels="measured")
+    assert auto.info["labels"] == "reference_speed" and measured.info["labels"] == "measured"
+    good, noisy = auto.evaluate(LatencyDataset.load(tmp_path / "test.csv")), measured.evaluate(LatencyDataset.load(tmp_path / "test.csv"))
+    assert good["mape_pct"] < 0.5 and good["kendall_tau"] > 0.99
+    assert noisy["mape_pct"] > 3 and noisy["kendall_tau"] < 0.95
+    auto.save(tmp_path / "p.json")
+    reloaded, scores = evaluate_predictor(tmp_path / "p.json", tmp_path / "test.csv", plot=tmp_path / "p.png")
+    assert reloaded.info["labels"] == "reference_speed" and scores == pytest.approx(good)
+    if HAT_CSV.is_file():
+        with pytest.raises(HatError, match="reference timing"):  # HAT's CSVs have no reference column
+            fit_predictor(HAT_CSV, kind="linear", labels="reference_speed")

@@ -68,6 +68,9 @@ def _register_predictor(commands: argparse._SubParsersAction) -> None:
     fit.add_argument("--model", choices=["auto", "table", "linear", "mlp"], default="auto",
                      help="auto: 5-fold cross-validation; the simplest kind within 15%% of the best MAPE")
     fit.add_argument("--seed", type=int, default=0, help="seed of the cross-validation folds and of the MLP")
+    fit.add_argument("--labels", choices=["auto", "measured", "reference_speed"], default="auto",
+                     help="fit on latencies as measured, or each scaled to one machine speed by the reference model "
+                          "timed in its chunk (auto: reference_speed for onnxruntime data)")
     fit.add_argument("--out", type=Path, required=True, help="predictor JSON to write")
     fit.add_argument("--json", action="store_true", help="print the cross-validation scores as JSON")
     fit.set_defaults(handler=cmd_fit)
@@ -129,7 +132,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
     from hat.pipeline import fit_predictor
 
     check_output_file(args.out, "predictor file")
-    predictor, scores = fit_predictor(args.data, args.tables, kind=args.model, seed=args.seed, data_format=args.format)
+    predictor, scores = fit_predictor(args.data, args.tables, kind=args.model, seed=args.seed, data_format=args.format,
+                                      labels=args.labels)
     predictor.save(args.out)
     if args.json:
         print(json.dumps({"model": predictor.kind, "cross_validation": scores, "train": predictor.info["train"], "out": str(args.out)}, indent=2))

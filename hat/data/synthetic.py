@@ -11,6 +11,11 @@ from pathlib import Path
 
 from hat.io import atomic_write_text
 
+def table_rows(text: str) -> list[tuple[str, ...]]:
+    """Rows of a whitespace-separated table, one tuple a line."""
+    return [tuple(line.split()) for line in text.strip().splitlines()]
+
+
 # noun: (english singular, english plural, german singular, german plural, gender)
 NOUNS = [
     ("dog", "dogs", "hund", "hunde", "m"), ("cat", "cats", "katze", "katzen", "f"),
@@ -35,20 +40,20 @@ ADJECTIVES = [
     ("dark", "dunkl"), ("beautiful", "schön"), ("tired", "müd"), ("brave", "tapfer"),
 ]
 # verb: (en 3sg, en plural, en participle, de 3sg, de plural, de participle)
-VERBS = [
-    ("sees", "see", "seen", "sieht", "sehen", "gesehen"),
-    ("finds", "find", "found", "findet", "finden", "gefunden"),
-    ("paints", "paint", "painted", "malt", "malen", "gemalt"),
-    ("buys", "buy", "bought", "kauft", "kaufen", "gekauft"),
-    ("follows", "follow", "followed", "folgt", "folgen", "gefolgt"),
-    ("visits", "visit", "visited", "besucht", "besuchen", "besucht"),
-    ("carries", "carry", "carried", "trägt", "tragen", "getragen"),
-    ("hears", "hear", "heard", "hört", "hören", "gehört"),
-    ("likes", "like", "liked", "mag", "mögen", "gemocht"),
-    ("builds", "build", "built", "baut", "bauen", "gebaut"),
-    ("washes", "wash", "washed", "wäscht", "waschen", "gewaschen"),
-    ("draws", "draw", "drawn", "zeichnet", "zeichnen", "gezeichnet"),
-]
+VERBS = table_rows("""
+    sees    see    seen     sieht    sehen    gesehen
+    finds   find   found    findet   finden   gefunden
+    paints  paint  painted  malt     malen    gemalt
+    buys    buy    bought   kauft    kaufen   gekauft
+    follows follow followed folgt    folgen   gefolgt
+    visits  visit  visited  besucht  besuchen besucht
+    carries carry  carried  trägt    tragen   getragen
+    hears   hear   heard    hört     hören    gehört
+    likes   like   liked    mag      mögen    gemocht
+    builds  build  built    baut     bauen    gebaut
+    washes  wash   washed   wäscht   waschen  gewaschen
+    draws   draw   drawn    zeichnet zeichnen gezeichnet
+""")
 PREPOSITIONS = [("in", "in"), ("with", "mit"), ("near", "bei"), ("behind", "hinter"), ("from", "von")]
 ADVERBS = [("today", "heute"), ("often", "oft"), ("now", "jetzt"), ("sometimes", "manchmal")]
 NUMBERS = [("two", "zwei"), ("three", "drei"), ("four", "vier"), ("many", "viele")]

@@ -49,6 +49,20 @@ class LatencyDataset:
     def __len__(self) -> int:
         return len(self.encoder_ms)
 
+    def reference_times(self) -> np.ndarray:
+        """Each row's ``reference_ms``: the reference model's total, timed in the row's chunk (NaN if absent)."""
+        return np.array([float(row.get("reference_ms") or "nan") for row in self.rows] or [np.nan] * len(self))
+
+    def at_reference_speed(self, reference_ms: float) -> "LatencyDataset":
+        """The rows as they would have measured had the machine run the reference model in
+        ``reference_ms``: each row scaled by ``reference_ms`` over its own chunk's reference time."""
+        times = self.reference_times()
+        if not np.all(np.isfinite(times) & (times > 0)):
+            raise HatError("the rows carry no reference timing (reference_ms) to scale them to one machine speed")
+        factor = reference_ms / times
+        return LatencyDataset(self.features, self.encoder_ms * factor, self.decoder_ms * factor, self.configs,
+                              self.meta, self.rows)
+
     def subset(self, index: np.ndarray) -> "LatencyDataset":
         configs = None if self.configs is None else [self.configs[i] for i in index]
         rows = [self.rows[i] for i in index] if self.rows else []

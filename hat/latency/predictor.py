@@ -184,8 +184,15 @@ class LatencyPredictor:
         sums = self._table_sums(dataset.configs) if self.uses_tables else None
         return self._predict_arrays(dataset.features, sums)
 
+    def labels(self, dataset: LatencyDataset) -> np.ndarray:
+        """``dataset``'s latencies as this predictor predicts them: as measured, or (a predictor fitted
+        at reference speed) scaled to the machine speed of its reference model's median time."""
+        if self.info.get("labels") != REFERENCE_SPEED:
+            return dataset.total_ms
+        return dataset.at_reference_speed(self.info["reference"]["total_ms"]).total_ms
+
     def evaluate(self, dataset: LatencyDataset) -> dict[str, float]:
-        return metrics(self.predict_dataset(dataset), dataset.total_ms)
+        return metrics(self.predict_dataset(dataset), self.labels(dataset))
 
     def check_space(self, space: SearchSpace) -> None:
         fingerprint = self.info.get("space_fingerprint")
@@ -306,6 +313,8 @@ def _reference_timing(dataset: LatencyDataset) -> dict[str, Any] | None:
         return None
     return {**spec, "total_ms": float(np.median(times)), "rows": len(times)}
 
+
+REFERENCE_SPEED = "reference_speed"  # info["labels"] of a predictor fitted on rows scaled to one machine speed
 
 # Kinds from the fewest fitted parameters to the most; a more complex kind must earn its place.
 COMPLEXITY_ORDER = ("table", "linear", "mlp")

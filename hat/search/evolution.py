@@ -46,6 +46,23 @@ class _Progress:
 _PROGRESS_FIELDS = [f.name for f in fields(_Progress)]
 
 
+@dataclass(frozen=True)
+class EvolutionSettings:
+    """HAT's evolutionary-search settings (the defaults are HAT's): each generation keeps ``parents``
+    of ``population`` candidates and makes ``mutations`` + ``crossovers`` children, for ``iterations``
+    generations after the first."""
+
+    population: int = 125
+    parents: int = 25
+    mutations: int = 50
+    crossovers: int = 50
+    mutation_prob: float = 0.3
+    iterations: int = 30
+
+
+HAT_SETTINGS = EvolutionSettings()
+
+
 class EvolutionarySearch:
     """HAT's evolutionary search with a fitness cache, bounded rejection and resumable state.
 
@@ -63,12 +80,12 @@ class EvolutionarySearch:
         constraints: Sequence[float],
         *,
         seed: int = 0,
-        population: int = 125,
-        parents: int = 25,
-        mutations: int = 50,
-        crossovers: int = 50,
-        mutation_prob: float = 0.3,
-        iterations: int = 30,
+        population: int = HAT_SETTINGS.population,
+        parents: int = HAT_SETTINGS.parents,
+        mutations: int = HAT_SETTINGS.mutations,
+        crossovers: int = HAT_SETTINGS.crossovers,
+        mutation_prob: float = HAT_SETTINGS.mutation_prob,
+        iterations: int = HAT_SETTINGS.iterations,
         max_tries: int = 200,
         evaluator: Callable[[Sequence[SubTransformerConfig]], list[float]] | None = None,
         state_path: str | Path | None = None,

@@ -166,10 +166,12 @@ class SearchSpace:
     # ---- super dimensions -------------------------------------------------------------------
     @property
     def super_encoder_embed_dim(self) -> int:
+        """The SuperTransformer's encoder width (every SubTransformer's encoder uses its leading columns)."""
         return max(self.encoder["embed_dim"])
 
     @property
     def super_decoder_embed_dim(self) -> int:
+        """The SuperTransformer's decoder width."""
         return max(self.decoder["embed_dim"])
 
     @property
