@@ -20,7 +20,6 @@ space, a few updates, a small search, the torch backend) so that the recipe is t
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -174,11 +173,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--constraint", type=float, nargs="+", help="latency constraints in ms")
     parser.add_argument("--toy", action="store_true", help="every stage at toy scale (for a CPU test)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    from hat.logs import log_file, setup_console
+
+    setup_console()
     args.out.mkdir(parents=True, exist_ok=True)
-    results = Recipe(load_recipe(args.recipe, args.toy), args.raw, args.out, args.predictor, args.constraint,
-                     args.toy).run()
-    print(json.dumps(results, indent=2))
+    with log_file(args.out / "recipe.log", console_shows=("recipe",)) as detail:
+        log.info("recipe %s in %s; the full log is %s", args.recipe.stem, args.out, detail)
+        results = Recipe(load_recipe(args.recipe, args.toy), args.raw, args.out, args.predictor, args.constraint,
+                         args.toy).run()
+    for name, model in results["models"].items():
+        print(f"<= {name} ({results['runtime']}): BLEU {model['bleu']:.2f} -> {model['checkpoint']}")
+    print(f"results: {args.out / 'RESULTS.json'}")
     return 0
 
 
