@@ -24,7 +24,9 @@ from hat.errors import HatError
 from hat.io import atomic_write_text
 from hat.latency.dataset import LatencyDataset, write_dataset
 from hat.latency.measure import total_ms as _total
-from hat.latency.records import dataset_row, interleave, part_ms, read_reference_rows, reference_noise  # noqa: F401
+from hat.latency.records import (  # noqa: F401 - reference_noise is re-exported
+    REFERENCE_FILE, dataset_row, interleave, part_ms, read_reference_rows, reference_noise,
+)
 from hat.latency.protocol import Protocol
 from hat.latency.tables import LatencyTables, table_entries
 from hat.space import SearchSpace, SubTransformerConfig
@@ -36,7 +38,7 @@ Result = dict[str, Any]  # {"encoder": stats dict or None, "decoder": stats dict
 Worker = Callable[[dict, dict], dict]  # (protocol, payload) -> {"device": info, "results": [Result]}
 Runner = Callable[[Worker, dict, dict], dict]
 
-TABLES_FILE, DATASET_FILE, REFERENCE_FILE = "tables.json", "dataset.csv", "reference.csv"
+TABLES_FILE, DATASET_FILE = "tables.json", "dataset.csv"
 
 
 class MeasureBackend(Protocol_):
