@@ -5,12 +5,13 @@ import argparse
 import json
 import logging
 import time
+from dataclasses import fields
 from pathlib import Path
 
 from hat.cli.options import float_at_least, int_at_least, positive_float
 from hat.errors import HatError
 from hat.io import check_output_dir
-from hat.search.evolution import HAT_SETTINGS as HAT
+from hat.search.evolution import EvolutionSettings
 
 log = logging.getLogger("hat.search")
 
@@ -30,12 +31,11 @@ def register(commands: argparse._SubParsersAction) -> None:
                    help="keep the peak memory of the deployed beam search (weights, caches, logits) at or under this")
     s.add_argument("--max-size-mb", type=positive_float(), metavar="MB",
                    help="keep the exported weights at or under this many MB at the predictor's precision")
-    s.add_argument("--population", type=int_at_least(1), default=HAT.population, help="population size of each generation")
-    s.add_argument("--parents", type=int_at_least(1), default=HAT.parents, help="best candidates kept as parents")
-    s.add_argument("--mutations", type=int_at_least(0), default=HAT.mutations, help="children made by mutation per generation")
-    s.add_argument("--crossovers", type=int_at_least(0), default=HAT.crossovers, help="children made by crossover per generation")
-    s.add_argument("--mutation-prob", type=float_at_least(0, 1), default=HAT.mutation_prob, help="probability that a mutation changes each gene")
-    s.add_argument("--iterations", type=int_at_least(0), default=HAT.iterations, help="generations after the first")
+    for setting in fields(EvolutionSettings):
+        bounds = setting.metadata
+        number = float_at_least if isinstance(setting.default, float) else int_at_least
+        s.add_argument("--" + setting.name.replace("_", "-"), type=number(bounds["low"], bounds["high"]),
+                       default=setting.default, help=bounds["help"])
     s.add_argument("--valid-subset", type=int_at_least(1), help="sentences of the validation set to score (default: all)")
     s.add_argument("--split", default="valid", help="data split whose loss is the fitness")
     s.add_argument("--seed", type=int_at_least(0), default=0, help="seed of the search (same seed, same result)")

@@ -46,18 +46,21 @@ class _Progress:
 _PROGRESS_FIELDS = [f.name for f in fields(_Progress)]
 
 
+def _setting(default: float, low: float, help: str, high: float | None = None) -> Any:
+    """A search-setting field; ``hat search`` builds its option from the bounds and help kept here."""
+    return field(default=default, metadata={"low": low, "high": high, "help": help})
+
+
 @dataclass(frozen=True)
 class EvolutionSettings:
-    """HAT's evolutionary-search settings (the defaults are HAT's): each generation keeps ``parents``
-    of ``population`` candidates and makes ``mutations`` + ``crossovers`` children, for ``iterations``
-    generations after the first."""
+    """HAT's evolutionary-search settings; the defaults are HAT's."""
 
-    population: int = 125
-    parents: int = 25
-    mutations: int = 50
-    crossovers: int = 50
-    mutation_prob: float = 0.3
-    iterations: int = 30
+    population: int = _setting(125, 1, "candidates in each generation")
+    parents: int = _setting(25, 1, "the fittest candidates a generation keeps and breeds from")
+    mutations: int = _setting(50, 0, "children made by mutating one parent, per generation")
+    crossovers: int = _setting(50, 0, "children made by crossing two parents, per generation")
+    mutation_prob: float = _setting(0.3, 0.0, "chance that a mutation redraws each gene", high=1.0)
+    iterations: int = _setting(30, 0, "generations after the first")
 
 
 HAT_SETTINGS = EvolutionSettings()

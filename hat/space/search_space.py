@@ -49,6 +49,11 @@ MAX_LAYERS = 64  # per side; bounds the space's size and every table built from 
 MAX_DIM = 1 << 16  # embedding, FFN and head choices
 
 
+def _largest(side: str, choice: str, doc: str) -> property:
+    """A read-only property: the largest value of one choice of one side (an ``int``)."""
+    return property(lambda space: max(getattr(space, side)[choice]), doc=doc)
+
+
 @dataclass(frozen=True)
 class Gene:
     """One position of the genome: a config field (and layer index for per-layer fields)."""
@@ -164,28 +169,16 @@ class SearchSpace:
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
     # ---- super dimensions -------------------------------------------------------------------
-    @property
-    def super_encoder_embed_dim(self) -> int:
-        """The SuperTransformer's encoder width (every SubTransformer's encoder uses its leading columns)."""
-        return max(self.encoder["embed_dim"])
-
-    @property
-    def super_decoder_embed_dim(self) -> int:
-        """The SuperTransformer's decoder width."""
-        return max(self.decoder["embed_dim"])
+    super_encoder_embed_dim = _largest(
+        "encoder", "embed_dim", "The SuperTransformer's encoder width (every SubTransformer's encoder uses its leading columns).")
+    super_decoder_embed_dim = _largest("decoder", "embed_dim", "The SuperTransformer's decoder width.")
+    max_encoder_layers = _largest("encoder", "layers", "The SuperTransformer's encoder depth.")
+    max_decoder_layers = _largest("decoder", "layers", "The SuperTransformer's decoder depth.")
 
     @property
     def super_embed_dim(self) -> int:
         """Width of the (shared) embedding table and of the sinusoidal position table."""
         return max(self.super_encoder_embed_dim, self.super_decoder_embed_dim)
-
-    @property
-    def max_encoder_layers(self) -> int:
-        return max(self.encoder["layers"])
-
-    @property
-    def max_decoder_layers(self) -> int:
-        return max(self.decoder["layers"])
 
     # ---- counting ---------------------------------------------------------------------------
     def size(self) -> int:
