@@ -1,11 +1,13 @@
 """HAT's recipe for one of its tasks, end to end: data, SuperTransformer, latency, search, the
 searched SubTransformers trained from scratch, checkpoint averaging and BLEU as HAT reports it.
 
-    python experiments/recipe.py experiments/recipes/iwslt14_de_en.yaml --raw RAW --out OUT \
-        [--predictor PREDICTOR.json] [--constraint MS ...] [--toy]
+    python experiments/recipe.py experiments/recipes/iwslt14_de_en.yaml (--raw RAW | --downloads DIR) \
+        --out OUT [--predictor PREDICTOR.json] [--constraint MS ...] [--toy]
 
-RAW holds {train,valid,test}.{SRC,TGT} prepared from the corpus the recipe names. Stages (each
-recorded in OUT/stages.json; re-running skips finished ones):
+RAW holds {train,valid,test}.{SRC,TGT} prepared from the corpus the recipe names; with
+``--downloads DIR`` (the archives as the recipe's ``downloads`` section names them) a first stage
+``corpus`` extracts them into OUT/raw (hat.data.corpus). Stages (each recorded in
+OUT/stages.json; re-running skips finished ones):
   prepare    sentencepiece + fairseq binarization with the recipe's vocabulary
   supernet   the SuperTransformer with HAT's training settings
   latency    the given predictor, or one profiled here (onnxruntime fp32, 1 thread)
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -57,24 +60,34 @@ def default_constraints(space: Any, predictor: Any, toy: bool) -> list[float]:
 
 
 class Recipe:
-    def __init__(self, recipe: dict[str, Any], raw: Path, out: Path, predictor: Path | None,
-                 constraints: list[float] | None, toy: bool) -> None:
+    def __init__(self, recipe: dict[str, Any], raw: Path | None, out: Path, predictor: Path | None,
+                 constraints: list[float] | None, toy: bool, downloads: Path | None = None) -> None:
         from hat.shipped import space_file
 
-        self.r, self.raw, self.out, self.toy = recipe, raw, out, toy
+        self.r, self.raw, self.out, self.toy, self.downloads = recipe, raw or out / "raw", out, toy, downloads
         self.space = space_file(recipe["space"])
         self.data = out / "data"
         self.predictor, self.constraints = predictor, constraints
-        self.runner = StageRunner(out / "stages.json", log, settings={**recipe, "toy": toy, "raw": str(raw)})
+        self.runner = StageRunner(out / "stages.json", log, settings={**recipe, "toy": toy, "raw": str(self.raw),
+                                                                         "downloads": str(downloads)})
 
     def run(self) -> dict[str, Any]:
-        stages = self.runner.run([("prepare", self.prepare), ("supernet", self.supernet), ("latency", self.latency),
+        corpus = [("corpus", self.corpus)] if self.downloads else []
+        stages = self.runner.run([*corpus, ("prepare", self.prepare), ("supernet", self.supernet), ("latency", self.latency),
                                   ("search", self.search), ("train", self.train), ("average", self.average),
                                   ("evaluate", self.evaluate)])
         results = {"task": self.r["task"], "toy": self.toy, "models": stages["evaluate"]["models"],
                    "constraints_ms": stages["search"]["constraints"], "runtime": stages["search"]["runtime"]}
         atomic_write_json(self.out / "RESULTS.json", results)
         return results
+
+    def corpus(self) -> dict:
+        from hat.data.corpus import extract_corpus
+
+        stats = extract_corpus(self.r["downloads"], self.r["source"], self.r["target"], self.downloads, self.raw,
+                               recipe=self.r["task"])
+        return {"pairs": stats, "summary": ", ".join(f"{split} {s['pairs']:,} pairs ({s['dropped']:,} dropped)"
+                                                     for split, s in stats.items())}
 
     def prepare(self) -> dict:
         from hat.data.prepare import prepare_data
@@ -167,7 +180,9 @@ class Recipe:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("recipe", type=Path, help="experiments/recipes/TASK.yaml")
-    parser.add_argument("--raw", type=Path, required=True, help="folder with {train,valid,test}.{SRC,TGT}")
+    corpus = parser.add_mutually_exclusive_group(required=True)
+    corpus.add_argument("--raw", type=Path, help="folder with {train,valid,test}.{SRC,TGT}")
+    corpus.add_argument("--downloads", type=Path, help="folder with the downloaded corpus files the recipe names")
     parser.add_argument("--out", type=Path, required=True, help="output folder (resumable)")
     parser.add_argument("--predictor", type=Path, help="latency predictor of the target device (default: profile here)")
     parser.add_argument("--constraint", type=float, nargs="+", help="latency constraints in ms")
@@ -177,10 +192,16 @@ def main(argv: list[str] | None = None) -> int:
 
     setup_console()
     args.out.mkdir(parents=True, exist_ok=True)
+    from hat.errors import HatError
+
     with log_file(args.out / "recipe.log", console_shows=("recipe",)) as detail:
         log.info("recipe %s in %s; the full log is %s", args.recipe.stem, args.out, detail)
-        results = Recipe(load_recipe(args.recipe, args.toy), args.raw, args.out, args.predictor, args.constraint,
-                         args.toy).run()
+        try:
+            results = Recipe(load_recipe(args.recipe, args.toy), args.raw, args.out, args.predictor, args.constraint,
+                             args.toy, args.downloads).run()
+        except HatError as err:
+            print(f"recipe: error: {err}", file=sys.stderr)
+            return 2
     for name, model in results["models"].items():
         print(f"<= {name} ({results['runtime']}): BLEU {model['bleu']:.2f} -> {model['checkpoint']}")
     print(f"results: {args.out / 'RESULTS.json'}")

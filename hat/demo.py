@@ -37,6 +37,9 @@ class DemoSettings:
     runs: int = 8
     constraint_quantiles: tuple[float, ...] = (0.25, 0.5, 0.75)
     search: EvolutionSettings = EvolutionSettings(population=50, parents=10, mutations=20, crossovers=20, iterations=10)
+    winner_rounds: int = 2  # searches again, after measuring the winners and refitting, at most this often
+    winners_measured: int = 3  # per constraint: the best candidates measured after each search
+    winner_tolerance: float = 0.03  # stop once every measured winner is this close to its prediction
     valid_subset: int = 200
     seed: int = 1
 
@@ -45,7 +48,7 @@ class DemoSettings:
         """A smaller run: fewer pairs, updates, measured models and generations."""
         search = EvolutionSettings(population=16, parents=4, mutations=6, crossovers=6, iterations=3)
         return cls(**{**dict(train_pairs=5000, updates=300, samples=24, test_samples=8, runs=4, search=search,
-                             valid_subset=100), **overrides})
+                             winner_rounds=1, valid_subset=100), **overrides})
 
 
 class Demo:
@@ -90,7 +93,11 @@ class Demo:
 
     @property
     def predictor(self) -> Path:
+        """The predictor the chosen models are verified against: refitted with the measured winners."""
         return self.out / "predictor.json"
+
+    def round_predictor(self, round_: int) -> Path:
+        return self.latency_dir / f"predictor_round{round_}.json"
 
     def run(self) -> Path:
         stages: list[tuple[str, Callable[[], dict]]] = [
@@ -143,21 +150,26 @@ class Demo:
         return {"updates": loaded.num_updates, "summary": f"{loaded.num_updates} updates"}
 
     def stage_profile(self) -> dict:
-        from hat.export.ort_backend import OnnxBackend
-        from hat.latency import LatencyCollector, Protocol, reference_noise
+        from hat.latency import reference_noise
         from hat.pipeline import profile
-        from hat.space import SearchSpace
 
-        space = SearchSpace.from_yaml(self.s.space)
-        protocol = Protocol(src_len=30, beam=5, vocab=self.stages["data"]["vocab"], warmup=2, runs=self.s.runs,
-                            threads=self.s.threads, seed=self.s.seed)
-        collector = LatencyCollector(space, protocol, self.latency_dir, backend=OnnxBackend(self.s.precision),
-                                     chunk_size=8)
+        collector = self._collector()
         test = profile(collector, self.s.samples, self.s.test_samples, seed=self.s.seed)
         noise = reference_noise(self.latency_dir)
         return {"noise": {**noise, "steady_tolerance": collector.steady_tolerance}, "summary": f"tables + {self.s.samples}+{len(test)} SubTransformers measured "
                                            f"(reference CV {100 * noise['cv']:.1f}%, {noise['remeasured']} chunk(s) "
                                            f"measured again)"}
+
+    def _collector(self):
+        """The demo's measurements: deployed onnxruntime graphs at the demo's precision, on this CPU."""
+        from hat.export.ort_backend import OnnxBackend
+        from hat.latency import LatencyCollector, Protocol
+        from hat.space import SearchSpace
+
+        protocol = Protocol(src_len=30, beam=5, vocab=self.stages["data"]["vocab"], warmup=2, runs=self.s.runs,
+                            threads=self.s.threads, seed=self.s.seed)
+        return LatencyCollector(SearchSpace.from_yaml(self.s.space), protocol, self.latency_dir,
+                                backend=OnnxBackend(self.s.precision), chunk_size=8)
 
     def stage_predictor(self) -> dict:
         from hat.latency import LatencyDataset
@@ -165,7 +177,7 @@ class Demo:
         from hat.plots import predicted_vs_measured
 
         predictor, scores = fit_predictor(self.latency_dir / "dataset.csv", self.latency_dir, seed=self.s.seed)
-        predictor.save(self.predictor)
+        predictor.save(self.round_predictor(0))
         test = LatencyDataset.load(self.latency_dir / "test.csv")
         test_scores = predictor.evaluate(test)
         predicted_vs_measured(predictor.predict_dataset(test), predictor.labels(test), self.out / "predicted_vs_measured.png",
@@ -177,29 +189,58 @@ class Demo:
                            f"within ±10% {100 * test_scores['within_10pct']:.0f}%"}
 
     def stage_search(self) -> dict:
-        from hat.latency import LatencyPredictor
-        from hat.pipeline import feasible_range
-        from hat.search import EvolutionarySearch, InheritedLossFitness
+        """The evolution under constraints fixed from the first predictor; then the winners are measured,
+        and while one is off its prediction the predictor is refitted with them and the search re-run."""
+        from hat.latency import LatencyDataset, LatencyPredictor
+        from hat.pipeline import feasible_range, search_with_measured_winners
         from hat.search.outputs import write_search_outputs
         from hat.space import SearchSpace
 
         space = SearchSpace.from_yaml(self.s.space)
-        predictor = LatencyPredictor.load(self.predictor)
+        first = LatencyPredictor.load(self.round_predictor(0))
+        low, high = feasible_range(space, first)
+        constraints = [round(low + q * (high - low), 1) for q in self.s.constraint_quantiles]
+        predictor, result, rounds = search_with_measured_winners(
+            self._search_round(space, constraints), self._refit, first, self._collector(),
+            rounds=self.s.winner_rounds, top=self.s.winners_measured, tolerance=self.s.winner_tolerance)
+        predictor.save(self.predictor)
+        summary = write_search_outputs(result, self.out / "search", runtime=predictor.runtime, space=space)
+        test = predictor.evaluate(LatencyDataset.load(self.latency_dir / "test.csv"))
+        return {"constraints": constraints, "feasible_range_ms": [low, high], "evaluations": result.evaluations,
+                "results": summary["results"], "runtime": summary["latency_unit"], "rounds": rounds,
+                "predictor_test": test,
+                "summary": f"constraints {constraints} ms ({summary['latency_unit']}), {len(rounds)} search round(s), "
+                           f"winners within {100 * abs(rounds[-1]['worst_error']):.1f}% of prediction"}
+
+    def _search_round(self, space, constraints: list[float]):
+        """``run_search(predictor, round)``: one resumable evolution; all rounds share one store of losses."""
+        from hat.search import EvolutionarySearch, InheritedLossFitness
+        from hat.search.store import SearchStore
+
         fitness = InheritedLossFitness(self.checkpoint, self.data, valid_subset=self.s.valid_subset, seed=self.s.seed,
                                        threads=self.s.threads)
-        low, high = feasible_range(space, predictor)
-        constraints = [round(low + q * (high - low), 1) for q in self.s.constraint_quantiles]
-        search_dir = self.out / "search"
-        search_dir.mkdir(exist_ok=True)
-        search = EvolutionarySearch(space, fitness, predictor, constraints, seed=self.s.seed,
-                                    **asdict(self.s.search),
-                                    state_path=search_dir / "state.json")
-        result = search.run(resume=(search_dir / "state.json").is_file())
-        summary = write_search_outputs(result, search_dir, runtime=predictor.runtime, space=space)
-        return {"constraints": constraints, "feasible_range_ms": [low, high], "evaluations": result.evaluations,
-                "results": summary["results"], "runtime": summary["latency_unit"],
-                "summary": f"constraints {constraints} ms ({summary['latency_unit']}), "
-                           f"{result.evaluations} fitness evaluations"}
+        (self.out / "search").mkdir(exist_ok=True)
+        store = SearchStore(self.out / "search" / "scored.jsonl", fitness=fitness.describe(), space=space)
+
+        def run_search(predictor, round_: int):
+            state = self.out / "search" / f"round{round_}" / "state.json"
+            state.parent.mkdir(exist_ok=True)
+            search = EvolutionarySearch(space, fitness, predictor, constraints, seed=self.s.seed,
+                                        **asdict(self.s.search), state_path=state, store=store)
+            return search.run(resume=state.is_file())
+
+        return run_search
+
+    def _refit(self, round_: int):
+        """The predictor of ``round_``: fitted on every row measured so far (read back when it exists)."""
+        from hat.latency import LatencyPredictor
+        from hat.pipeline import fit_predictor
+
+        path = self.round_predictor(round_)
+        if not path.is_file():
+            predictor, _ = fit_predictor(self.latency_dir / "dataset.csv", self.latency_dir, seed=self.s.seed)
+            predictor.save(path)
+        return LatencyPredictor.load(path)
 
     def stage_export(self) -> dict:
         from hat.export.model_dir import export_model

@@ -121,7 +121,31 @@ def _search_lines(search: dict[str, Any], runtime: str) -> list[str]:
         f"constraints {', '.join(f'{c:g}' for c in search['constraints'])} ms on {runtime}; {search['evaluations']} fitness "
         "evaluations in total (fitness: validation loss with inherited weights).",
         "",
+        *_round_lines(search),
         "![Pareto front](pareto.png)",
+        "",
+    ]
+
+
+def _round_lines(search: dict[str, Any]) -> list[str]:
+    """How the measured winners corrected the predictor, round by round (older stage records have none)."""
+    rounds = search.get("rounds")
+    if not rounds:
+        return []
+    test = search["predictor_test"]
+    return [
+        "After each search the best candidates of each constraint were measured on the target and compared with "
+        "their prediction at the predictor's machine speed. A search picks the models the predictor "
+        "under-estimates (the winner's curse); while one was off by more than the tolerance, the measured "
+        "winners joined the predictor's data, it was refitted and the search re-run under the same constraints.",
+        "",
+        "| round | winners measured | worst error | error of each constraint's best |",
+        "| --- | --- | --- | --- |",
+        *[f"| {r['round']} | {r['measured']} | {100 * r['worst_error']:+.1f}% | "
+          f"{', '.join(f'{100 * e:+.1f}%' for e in r['best_errors'])} |" for r in rounds],
+        "",
+        f"The final predictor on the separate test SubTransformers: MAPE {test['mape_pct']:.2f}%, within ±10% "
+        f"{100 * test['within_10pct']:.0f}%, Kendall τ {test['kendall_tau']:.3f}.",
         "",
     ]
 

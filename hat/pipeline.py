@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -219,3 +219,55 @@ def random_search_baseline(space: SearchSpace, fitness: Any, predictor: Any, res
         rows.append({"constraint_ms": item.constraint_ms, "budget": item.evaluations, "loss": best.loss,
                      "archid": best.archid, "predicted_latency_ms": best.latency_ms})
     return rows
+
+
+def best_candidates(result: Any, top: int) -> list[SubTransformerConfig]:
+    """The ``top`` lowest-loss candidates within each constraint of a search ``result`` (distinct archids)."""
+    chosen: dict[str, SubTransformerConfig] = {}
+    scored = sorted((c for c in result.candidates.values() if c.loss is not None), key=lambda c: (c.loss, c.archid))
+    for item in result.results:
+        within = [c for c in scored if c.latency_ms <= item.constraint_ms and all(
+            c.objectives.get(limit.objective.name, 0) <= limit.bound for limit in result.limits)]
+        for candidate in [item.best, *within][:top]:
+            chosen.setdefault(candidate.archid, candidate.config)
+    return list(chosen.values())
+
+
+def prediction_errors(collector: Any, predictor: Any, configs: list[SubTransformerConfig],
+                      file_name: str = "dataset.csv") -> dict[str, float]:
+    """Measure ``configs`` whole on the collector's target (added to ``file_name``; ones measured before
+    are read back) and return archid -> (predicted - measured) / measured at the predictor's machine speed."""
+    data = collector.collect_datasets({file_name: configs})[file_name]
+    wanted = {c.archid for c in configs}
+    index = np.array([i for i, row in enumerate(data.rows) if row["archid"] in wanted])
+    measured = data.subset(index)
+    predicted, labels = predictor.predict_dataset(measured), predictor.labels(measured)
+    return {row["archid"]: float(p / m - 1) for row, p, m in zip(measured.rows, predicted, labels)}
+
+
+def search_with_measured_winners(run_search: Callable[[Any, int], Any], refit: Callable[[int], Any], predictor: Any,
+                                 collector: Any, *, rounds: int = 2, top: int = 3,
+                                 tolerance: float = 0.03) -> tuple[Any, Any, list[dict]]:
+    """Search, then measure each constraint's ``top`` best candidates on the target; while one is off
+    its prediction by more than ``tolerance``, add them to the dataset, ``refit`` and search again
+    (at most ``rounds`` times). Returns the last predictor, the last search result and one record a round.
+
+    A search picks, among models of nearly equal loss, the ones whose latency the predictor
+    under-estimates most, so the chosen models' errors lean one way even when the predictor is
+    unbiased over the space (the winner's curse). Measuring the winners corrects the predictor
+    exactly where the search looks. ``run_search(predictor, round)`` and ``refit(round)`` should
+    resume from files, so a killed run repeats no finished round.
+    """
+    history: list[dict] = []
+    round_ = 0
+    while True:
+        result = run_search(predictor, round_)
+        errors = prediction_errors(collector, predictor, best_candidates(result, top))
+        worst = max(errors.values(), key=abs)
+        history.append({"round": round_, "measured": len(errors), "worst_error": worst,
+                        "best": [item.best.archid for item in result.results],
+                        "best_errors": [errors[item.best.archid] for item in result.results]})
+        if round_ == rounds or abs(worst) <= tolerance:
+            return predictor, result, history
+        round_ += 1
+        predictor = refit(round_)
