@@ -228,7 +228,7 @@ def best_candidates(result: Any, top: int) -> list[SubTransformerConfig]:
     for item in result.results:
         within = [c for c in scored if c.latency_ms <= item.constraint_ms and all(
             c.objectives.get(limit.objective.name, 0) <= limit.bound for limit in result.limits)]
-        for candidate in [item.best, *within][:top]:
+        for candidate in [item.best, *(c for c in within if c.archid != item.best.archid)][:top]:
             chosen.setdefault(candidate.archid, candidate.config)
     return list(chosen.values())
 
