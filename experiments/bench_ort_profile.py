@@ -85,11 +85,12 @@ def main() -> None:
     parser.add_argument("--models", type=int, default=40, help="SubTransformers of the cost part (0: skip it)")
     parser.add_argument("--fidelity-models", type=int, default=4)
     parser.add_argument("--warm", action="store_true", help="also profile again from the warm piece cache")
+    parser.add_argument("--vocab", type=int, default=32768, help="target vocabulary of the measured graphs")
     parser.add_argument("--out", type=Path, default=ROOT / "runs/bench_ort_profile")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     space = SearchSpace.from_yaml(args.space)
-    protocol = Protocol(threads=1, warmup=2, runs=6, max_runs=12)  # as the shipped WMT tables were measured
+    protocol = Protocol(threads=1, warmup=2, runs=6, max_runs=12, vocab=args.vocab)  # as the shipped WMT tables were measured
     with tempfile.TemporaryDirectory(prefix="hat_bench_") as tmp:
         work = Path(tmp)
         os.environ["HAT_CACHE_DIR"] = str(work / "pieces")

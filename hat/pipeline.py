@@ -6,6 +6,7 @@ feasible latency range of a space is.
 """
 from __future__ import annotations
 
+import platform
 import random
 from pathlib import Path
 from typing import Any, Callable
@@ -248,9 +249,10 @@ def prediction_errors(collector: Any, predictor: Any, configs: list[SubTransform
 def search_with_measured_winners(run_search: Callable[[Any, int], Any], refit: Callable[[int], Any], predictor: Any,
                                  collector: Any, *, rounds: int = 2, top: int = 3,
                                  tolerance: float = 0.03) -> tuple[Any, Any, list[dict]]:
-    """Search, then measure each constraint's ``top`` best candidates on the target; while one is off
-    its prediction by more than ``tolerance``, add them to the dataset, ``refit`` and search again
-    (at most ``rounds`` times). Returns the last predictor, the last search result and one record a round.
+    """Search, then measure each constraint's ``top`` best candidates on the target (adding them to the
+    dataset); while a constraint's chosen model is off its prediction by more than ``tolerance``,
+    ``refit`` and search again (at most ``rounds`` times). Returns the last predictor, the last search
+    result and one record a round.
 
     A search picks, among models of nearly equal loss, the ones whose latency the predictor
     under-estimates most, so the chosen models' errors lean one way even when the predictor is
@@ -263,11 +265,39 @@ def search_with_measured_winners(run_search: Callable[[Any, int], Any], refit: C
     while True:
         result = run_search(predictor, round_)
         errors = prediction_errors(collector, predictor, best_candidates(result, top))
-        worst = max(errors.values(), key=abs)
-        history.append({"round": round_, "measured": len(errors), "worst_error": worst,
-                        "best": [item.best.archid for item in result.results],
-                        "best_errors": [errors[item.best.archid] for item in result.results]})
-        if round_ == rounds or abs(worst) <= tolerance:
+        chosen = [errors[item.best.archid] for item in result.results]
+        history.append({"round": round_, "measured": len(errors), "worst_error": max(errors.values(), key=abs),
+                        "best": [item.best.archid for item in result.results], "best_errors": chosen})
+        if round_ == rounds or max(abs(error) for error in chosen) <= tolerance:
             return predictor, result, history
         round_ += 1
         predictor = refit(round_)
+
+
+def collector_for_profile(folder: str | Path, space: SearchSpace, ray_address: str | None = None,
+                          ray_resource: str | None = None) -> Any:
+    """A collector that measures more SubTransformers into ``folder`` (a ``hat profile`` output) with
+    its protocol and runtime: on this machine, which must be the one it was measured on, or on the
+    Ray node with ``ray_resource``."""
+    from hat.latency import LatencyCollector, LatencyDataset, Protocol
+    from hat.latency.collector import ray_runner
+    from hat.latency.protocol import cpu_model
+
+    path = Path(folder) / "dataset.csv"
+    meta = LatencyDataset.load(path, "hat-latency").meta
+    if meta.get("space_fingerprint") != space.fingerprint:
+        raise HatError(f"was measured for space '{meta.get('space')}', not '{space.name}'", path)
+    device = meta.get("device") or {}
+    if ray_resource is None and (device.get("cpu"), device.get("machine")) != (cpu_model(), platform.machine()):
+        raise HatError(f"was measured on {device.get('cpu')} ({device.get('machine')}), this machine is "
+                       f"{cpu_model()} ({platform.machine()}): measure there with --ray-address and --ray-resource", path)
+    backend = measure_backend(device.get("backend", "torch"), device.get("precision", "fp32"),
+                              _provider(device), local=ray_resource is None)
+    runner = ray_runner(ray_address, ray_resource) if ray_resource else None
+    return LatencyCollector(space, Protocol(**meta["protocol"]), folder, backend=backend, runner=runner, progress=False)
+
+
+def _provider(device: dict) -> str:
+    """The execution provider a latency file names (older files: ``CPU``/``CUDA``)."""
+    provider = device.get("provider") or "CPUExecutionProvider"
+    return provider if provider.endswith("ExecutionProvider") else f"{provider}ExecutionProvider"

@@ -138,6 +138,12 @@ def test_verify_gauges_the_machine_with_the_collectors_reference_model(exported,
     assert report["machine_factor"] == pytest.approx(report["reference_now_ms"] / reference["total_ms"])
     assert report["normalised_error"] == pytest.approx(
         (report["predicted_ms"] * report["machine_factor"] - report["measured_ms"]) / report["measured_ms"])
+    assert "passes" not in report
+    several = verify_model(exported, tmp_path / "p.json", backend="torch", passes=3)
+    errors = sorted(one["normalised_error"] for one in several["passes"])
+    assert len(errors) == 3 and several["normalised_error"] == errors[1]  # the median pass is the one reported
+    middle = next(one for one in several["passes"] if one["normalised_error"] == errors[1])
+    assert several["measured_ms"] == middle["measured_ms"] and several["machine_factor"] == middle["machine_factor"]
     broken = json.loads((tmp_path / "p.json").read_text())
     del broken["info"]["reference"]["dims"]
     (tmp_path / "broken.json").write_text(json.dumps(broken))

@@ -329,3 +329,42 @@ def test_search_cli_writes_configs_history_summary_and_plots(trained, data_bin, 
     other.write_text(space_file.read_text().replace("embed_dim: [64, 48]", "embed_dim: [64, 32]", 1))
     assert main(args[:2] + [str(other)] + args[3:-1] + [str(tmp_path / "s2")]) == 2
     assert "trained on space 'tiny'" in capsys.readouterr().err
+
+
+def test_search_cli_measures_its_winners_on_the_profiled_device_and_refits(trained, data_bin, tmp_path, capsys):
+    from hat.cli import main
+    from hat.latency import LatencyCollector, Protocol
+    from hat.latency.dataset import write_dataset
+    from hat.pipeline import fit_predictor, target_vocabulary
+
+    space_file = Path(__file__).parents[1] / "search_spaces" / "tiny.yaml"
+    space = SearchSpace.from_yaml(space_file)
+    profile = tmp_path / "profile"
+    protocol = Protocol(src_len=4, beam=2, vocab=target_vocabulary(data_bin, None), warmup=1, runs=3, max_runs=3)
+    LatencyCollector(space, protocol, profile, backend="torch", progress=False).collect_dataset(12, seed=0)
+    predictor, _ = fit_predictor(profile / "dataset.csv", None, kind="linear")
+    predictor.save(tmp_path / "p.json")
+    lo, hi = EvolutionarySearch(space, None, predictor, [1.0]).feasible_range()
+    args = ["search", "--space", str(space_file), "--checkpoint", str(trained["last"]), "--data", str(data_bin),
+            "--predictor", str(tmp_path / "p.json"), "--latency-constraint", f"{lo + 0.6 * (hi - lo):.3f}",
+            "--population", "8", "--parents", "3", "--mutations", "3", "--crossovers", "3", "--iterations", "1",
+            "--valid-subset", "20", "--measure-winners", str(profile), "--winner-rounds", "1",
+            "--winner-tolerance", "0.0001", "--out", str(tmp_path / "search")]
+    assert main(args) == 0
+    summary = json.loads((tmp_path / "search" / "summary.json").read_text())
+    rounds = summary["winner_rounds"]
+    assert [r["round"] for r in rounds] == [0, 1]  # a tolerance no measurement meets: every round is run
+    assert summary["predictor"] == str(tmp_path / "search" / "predictor_round1.json")
+    measured = {row["archid"] for row in LatencyDataset.load(profile / "dataset.csv").rows}
+    assert len(measured) > 12 and all(archid in measured for r in rounds for archid in r["best"])
+    assert summary["results"][0]["archid"] == rounds[-1]["best"][0]
+    assert "winners measured" in capsys.readouterr().out
+    # a profile measured on another machine is not re-measured here without --ray-resource
+    data = LatencyDataset.load(profile / "dataset.csv")
+    write_dataset(profile / "dataset.csv", {**data.meta, "device": {**data.meta["device"], "cpu": "Cortex-A72"}},
+                  data.rows)
+    capsys.readouterr()
+    assert main(args[:-1] + [str(tmp_path / "elsewhere")]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("hat: error: ") and "Cortex-A72" in error and "--ray-resource" in error
+    assert len(error.splitlines()) == 1

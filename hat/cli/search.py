@@ -45,6 +45,16 @@ def register(commands: argparse._SubParsersAction) -> None:
     s.add_argument("--fp16", action="store_true", help="half-precision fitness (with --device cuda)")
     s.add_argument("--random-search", action="store_true",
                    help="also run random search with the same evaluation budget per constraint, for comparison")
+    s.add_argument("--measure-winners", type=Path, metavar="PROFILE_DIR",
+                   help="the `hat profile` folder the predictor was fitted from: after the search, measure each "
+                        "constraint's best candidates with its protocol and runtime (adding them to its dataset.csv), "
+                        "and while one is off its prediction, refit and search again (a search favours the models "
+                        "its predictor under-estimates)")
+    s.add_argument("--winners", type=int_at_least(1), default=3, help="candidates measured per constraint")
+    s.add_argument("--winner-rounds", type=int_at_least(1), default=2, help="refits and searches at most")
+    s.add_argument("--winner-tolerance", type=float_at_least(0, 1), default=0.03,
+                   help="stop once every measured winner is this close to its prediction (a fraction)")
+    s.add_argument("--ray-resource", help="with --measure-winners: measure on the Ray node with this resource")
     s.add_argument("--resume", action="store_true", help="continue the search saved in --out")
     s.add_argument("--json", action="store_true", help="print the summary as JSON")
     s.add_argument("--out", type=Path, required=True, help="output folder (state.json, best_*.yaml, summary.json, plots)")
@@ -89,16 +99,24 @@ def cmd_search(args: argparse.Namespace) -> int:
     fitness.load()
     store = SearchStore(args.out / "scored.jsonl", fitness=fitness.describe(), space=space)
     evaluator = make_evaluator(fitness, args.workers, args.ray_address)
-    search = EvolutionarySearch(
-        space, fitness, predictor, args.latency_constraint, seed=args.seed, population=args.population,
-        parents=args.parents, mutations=args.mutations, crossovers=args.crossovers, mutation_prob=args.mutation_prob,
-        iterations=args.iterations, evaluator=evaluator, state_path=args.out / "state.json", limits=limits,
-        store=store,
-    )
+    evolution = {name: getattr(args, name) for name in ("population", "parents", "mutations", "crossovers",
+                                                        "mutation_prob", "iterations")}
+
+    def run_search(latency_model: LatencyPredictor, round_: int):
+        state = args.out / "state.json" if round_ == 0 else args.out / f"round{round_}" / "state.json"
+        state.parent.mkdir(exist_ok=True)
+        return EvolutionarySearch(space, fitness, latency_model, args.latency_constraint, seed=args.seed, **evolution,
+                                  evaluator=evaluator, state_path=state, limits=limits, store=store).run(resume=args.resume)
+
     start = time.time()
     try:
-        result = search.run(resume=args.resume)
-        extra = {"wall_time_s": time.time() - start}
+        if args.measure_winners is None:
+            result, extra = run_search(predictor, 0), {}
+        else:
+            predictor, result, rounds = _search_with_measured_winners(args, space, predictor, run_search)
+            extra = {"winner_rounds": rounds, "predictor": str(args.predictor if len(rounds) == 1 else
+                                                                    args.out / f"predictor_round{len(rounds) - 1}.json")}
+        extra["wall_time_s"] = time.time() - start
         if args.random_search:
             extra["random_search"] = random_search_baseline(space, fitness, predictor, result, seed=args.seed,
                                                             evaluator=evaluator, limits=limits, store=store)
@@ -113,10 +131,36 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
+def _search_with_measured_winners(args: argparse.Namespace, space, predictor, run_search):
+    """``hat search --measure-winners``: measure, refit (one predictor file a round in --out), search again."""
+    from hat.latency import LatencyPredictor
+    from hat.pipeline import collector_for_profile, fit_predictor, search_with_measured_winners
+
+    profile = args.measure_winners
+    collector = collector_for_profile(profile, space, args.ray_address, args.ray_resource)
+
+    def refit(round_: int) -> LatencyPredictor:
+        path = args.out / f"predictor_round{round_}.json"
+        if not (args.resume and path.is_file()):
+            tables = profile if (profile / "tables.json").is_file() else None
+            refitted, _ = fit_predictor(profile / "dataset.csv", tables, kind=predictor.kind, seed=args.seed,
+                                        labels=predictor.info.get("labels") or "auto")
+            refitted.save(path)
+        return LatencyPredictor.load(path)
+
+    return search_with_measured_winners(run_search, refit, predictor, collector, rounds=args.winner_rounds,
+                                        top=args.winners, tolerance=args.winner_tolerance)
+
+
 def _print_summary(summary: dict, limited: list[str], out: Path) -> None:
     names = limited + [name for name in ("flops",) if name not in limited]
     for item in summary["results"]:
         values = "".join(f", {name} {item[name]:.4g}" for name in names)
         print(f"<= {item['constraint_ms']:g} ms ({summary['latency_unit']}): loss {item['loss']:.4f} at "
               f"{item['predicted_latency_ms']:.2f} ms predicted{values} -> {out / item['config_file']}")
+    for item in summary.get("winner_rounds", []):
+        print(f"round {item['round']}: {item['measured']} winners measured, worst {100 * item['worst_error']:+.1f}% "
+              f"off their prediction")
+    if "winner_rounds" in summary:
+        print(f"predictor of the last round: {summary['predictor']}")
     print(f"{summary['evaluations']} fitness evaluations in {summary['wall_time_s']:.1f} s; summary: {out / 'summary.json'}")
