@@ -136,9 +136,10 @@ def _round_lines(search: dict[str, Any]) -> list[str]:
     return [
         "After each search the best candidates of each constraint were measured on the target, as profiling "
         "measures, and compared with their prediction at the predictor's machine speed (a search can favour the "
-        "models its predictor under-estimates). They joined the predictor's data; while a constraint's chosen "
-        "model was off by more than the tolerance, the predictor was refitted and the search re-run under the "
-        "same constraints.",
+        "models its predictor under-estimates) and added to the predictor's data. "
+        + ("While a constraint's chosen model was off by more than the tolerance, the predictor was refitted and "
+           "the search re-run under the same constraints." if len(rounds) > 1 else
+           "The demo does not refit on them by default (`winner_rounds` 0; `hat search --measure-winners` does)."),
         "",
         "| round | candidates measured | largest error among them | error of each constraint's chosen model |",
         "| --- | --- | --- | --- |",

@@ -120,12 +120,17 @@ def verify_model(
               "predictor_runtime": runtime_info, "protocol": protocol.to_dict(), "statistic": protocol.statistic,
               "predicted_ms": predicted}
     measured = [_one_pass(runtime, protocol, reference, reference_work, predicted) for _ in range(passes)]
-    key = "normalised_error" if reference is not None else "relative_error"
-    middle = sorted(measured, key=lambda one: one[key])[(passes - 1) // 2]
-    report = {**header, **middle, "notes": notes + middle["notes"]}
-    if passes > 1:
-        report["passes"] = [{k: v for k, v in one.items() if k != "notes"} for one in measured]
-    return report
+    return median_pass([{**header, **one, "notes": notes + one["notes"]} for one in measured])
+
+
+def median_pass(reports: list[dict[str, Any]]) -> dict[str, Any]:
+    """Several verify reports of one model -> the median one by error (at the machine's speed when
+    known), with every pass's figures under ``passes`` when there is more than one."""
+    key = "normalised_error" if all("normalised_error" in one for one in reports) else "relative_error"
+    middle = dict(sorted(reports, key=lambda one: one[key])[(len(reports) - 1) // 2])
+    if len(reports) > 1:
+        middle["passes"] = [{k: v for k, v in one.items() if k not in ("notes", "passes")} for one in reports]
+    return middle
 
 
 def _one_pass(runtime: Any, protocol: Protocol, reference: dict | None, reference_work: Any,
