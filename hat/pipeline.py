@@ -281,23 +281,22 @@ def collector_for_profile(folder: str | Path, space: SearchSpace, ray_address: s
     Ray node with ``ray_resource``."""
     from hat.latency import LatencyCollector, LatencyDataset, Protocol
     from hat.latency.collector import ray_runner
+    from hat.latency.predictor import execution_provider, runtime_of
     from hat.latency.protocol import cpu_model
 
     path = Path(folder) / "dataset.csv"
     meta = LatencyDataset.load(path, "hat-latency").meta
     if meta.get("space_fingerprint") != space.fingerprint:
         raise HatError(f"was measured for space '{meta.get('space')}', not '{space.name}'", path)
+    if ray_resource is not None and ray_address is None:
+        raise HatError("--ray-resource needs --ray-address (the cluster the device has joined)")
     device = meta.get("device") or {}
     if ray_resource is None and (device.get("cpu"), device.get("machine")) != (cpu_model(), platform.machine()):
         raise HatError(f"was measured on {device.get('cpu')} ({device.get('machine')}), this machine is "
                        f"{cpu_model()} ({platform.machine()}): measure there with --ray-address and --ray-resource", path)
-    backend = measure_backend(device.get("backend", "torch"), device.get("precision", "fp32"),
-                              _provider(device), local=ray_resource is None)
+    runtime = runtime_of(meta)
+    backend = (measure_backend(runtime["backend"], runtime["precision"], execution_provider(runtime),
+                               local=ray_resource is None)
+               if runtime["backend"] == "onnxruntime" else measure_backend(runtime["backend"]))
     runner = ray_runner(ray_address, ray_resource) if ray_resource else None
     return LatencyCollector(space, Protocol(**meta["protocol"]), folder, backend=backend, runner=runner, progress=False)
-
-
-def _provider(device: dict) -> str:
-    """The execution provider a latency file names (older files: ``CPU``/``CUDA``)."""
-    provider = device.get("provider") or "CPUExecutionProvider"
-    return provider if provider.endswith("ExecutionProvider") else f"{provider}ExecutionProvider"

@@ -53,7 +53,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     s.add_argument("--winners", type=int_at_least(1), default=3, help="candidates measured per constraint")
     s.add_argument("--winner-rounds", type=int_at_least(1), default=2, help="refits and searches at most")
     s.add_argument("--winner-tolerance", type=float_at_least(0, 1), default=0.03,
-                   help="stop once every measured winner is this close to its prediction (a fraction)")
+                   help="stop once each constraint's chosen model is this close to its prediction (a fraction)")
     s.add_argument("--ray-resource", help="with --measure-winners: measure on the Ray node with this resource")
     s.add_argument("--resume", action="store_true", help="continue the search saved in --out")
     s.add_argument("--json", action="store_true", help="print the summary as JSON")

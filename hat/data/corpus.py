@@ -190,15 +190,16 @@ class _SplitWriter:
             file.close()
             Path(file.name).replace(path)
 
+    def discard(self) -> None:
+        for file in self.files:
+            file.close()
+            Path(file.name).unlink(missing_ok=True)
 
-def extract_corpus(spec: Any, src: str, tgt: str, downloads: str | Path, raw: str | Path,
-                   recipe: str | Path = "recipe") -> dict[str, dict[str, int]]:
-    """Write RAW/{train,valid,test}.{src,tgt} from the downloaded files; returns pairs kept and dropped
-    per split (also written to RAW/corpus.json, last, so that its presence means the corpus is whole)."""
-    splits, cleaning = parse_downloads(spec, src, tgt, recipe)
-    langs, downloads, raw = (src, tgt), Path(downloads), Path(raw)
-    raw.mkdir(parents=True, exist_ok=True)
-    writers = {split: _SplitWriter(raw, split, langs) for split in SPLITS}
+
+def _write_splits(splits: dict[str, Any], cleaning: Cleaning, langs: tuple[str, str], downloads: Path,
+                  writers: dict[str, _SplitWriter]) -> dict[str, int]:
+    """Stream every source into its split's writer (every ``hold_out_every``-th kept training pair to
+    valid, when valid is held out); returns the pairs dropped per split."""
     dropped = dict.fromkeys(SPLITS, 0)
     hold_out = splits["valid"].get("hold_out_every") if isinstance(splits["valid"], Mapping) else None
     for split in ("train", "test") if hold_out else SPLITS:
@@ -211,10 +212,28 @@ def extract_corpus(spec: Any, src: str, tgt: str, downloads: str | Path, raw: st
                     continue
                 kept += 1
                 writers["valid" if hold_out and split == "train" and kept % hold_out == 0 else split].write(cleaned)
-    stats = {split: {"pairs": writers[split].pairs, "dropped": dropped[split]} for split in SPLITS}
-    for split, writer in writers.items():
-        if writer.pairs == 0:
-            raise HatError(f"downloads: no {split} pairs were read (check the files and formats)", recipe)
+    return dropped
+
+
+def extract_corpus(spec: Any, src: str, tgt: str, downloads: str | Path, raw: str | Path,
+                   recipe: str | Path = "recipe") -> dict[str, dict[str, int]]:
+    """Write RAW/{train,valid,test}.{src,tgt} from the downloaded files; returns pairs kept and dropped
+    per split (also written to RAW/corpus.json, last, so that its presence means the corpus is whole)."""
+    splits, cleaning = parse_downloads(spec, src, tgt, recipe)
+    langs, downloads, raw = (src, tgt), Path(downloads), Path(raw)
+    raw.mkdir(parents=True, exist_ok=True)
+    writers = {split: _SplitWriter(raw, split, langs) for split in SPLITS}
+    try:
+        dropped = _write_splits(splits, cleaning, langs, downloads, writers)
+        for split, writer in writers.items():
+            if writer.pairs == 0:
+                raise HatError(f"downloads: no {split} pairs were read (check the files and formats)", recipe)
+    except BaseException:
+        for writer in writers.values():
+            writer.discard()  # nothing half-written stays behind
+        raise
+    for writer in writers.values():
         writer.commit()
+    stats = {split: {"pairs": writers[split].pairs, "dropped": dropped[split]} for split in SPLITS}
     atomic_write_json(raw / "corpus.json", stats)
     return stats

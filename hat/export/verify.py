@@ -88,7 +88,7 @@ def verify_model(
     from hat.errors import HatError
     from hat.export.model_dir import read_manifest
     from hat.export.runtime import load_runtime
-    from hat.latency.predictor import LatencyPredictor, runtime_of
+    from hat.latency.predictor import LatencyPredictor, execution_provider, runtime_of
     from hat.space import SubTransformerConfig
 
     manifest = read_manifest(model_dir)
@@ -111,7 +111,7 @@ def verify_model(
         protocol = Protocol(**{**protocol.to_dict(), "vocab": min(protocol.vocab, model_vocab)})
     config = SubTransformerConfig.from_yaml(Path(model_dir) / manifest["config"])
     predicted = float(predictor.predict([config])[0])
-    provider = runtime_info["provider"] if runtime_info["provider"].endswith("ExecutionProvider") else "CPUExecutionProvider"
+    provider = execution_provider(runtime_info)
     runtime = load_runtime(model_dir, backend, precision, threads=protocol.threads, manifest=manifest, provider=provider)
     reference, reference_work = _reference(predictor, protocol, (backend, precision) == (runtime_info["backend"],
                                                                                    runtime_info["precision"]), notes,

@@ -277,6 +277,12 @@ def runtime_of(info: dict[str, Any]) -> dict[str, Any]:
             "statistic": protocol.get("statistic", "mean")}
 
 
+def execution_provider(runtime: dict[str, Any]) -> str:
+    """onnxruntime's name of the provider a runtime record names (older records say ``CPU``)."""
+    provider = runtime["provider"]
+    return provider if provider.endswith("ExecutionProvider") else f"{provider}ExecutionProvider"
+
+
 def describe_runtime(runtime: dict[str, Any]) -> str:
     """``onnxruntime int8, 1 thread`` and the like, for reports."""
     threads = runtime.get("threads")
