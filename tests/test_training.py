@@ -377,3 +377,24 @@ def test_own_data_bins_train_in_their_direction(data_bin, tmp_path):
                  extra_args=["--source-lang", "de", "--target-lang", "en"])
     assert load_supernet(last).langs == ("de", "en")
 
+
+
+def test_prepare_binarizes_several_test_sets_in_order(tmp_path):
+    """Test prefixes become fairseq's splits test, test1, test2, each with its own sentences."""
+    from fairseq.data import data_utils
+
+    from hat.data.prepare import prepare_data
+
+    for name, numbers in (("train", range(12)), ("valid", range(3)), ("a", range(2)), ("b", range(2, 6)),
+                          ("c", range(6, 11))):
+        (tmp_path / f"{name}.en").write_text("".join(f"the dog {i}\n" for i in numbers))
+        (tmp_path / f"{name}.de").write_text("".join(f"der hund {i}\n" for i in numbers))
+    out = prepare_data(src="en", tgt="de", train=tmp_path / "train", valid=tmp_path / "valid", bpe="none",
+                       test=[tmp_path / "a", tmp_path / "b", tmp_path / "c"], out=tmp_path / "bin")
+    meta = json.loads((out / "hat_data.json").read_text())
+    assert meta["pairs"] == {"train": 12, "valid": 3, "test": 2, "test1": 4, "test2": 5}
+    from fairseq.data import Dictionary
+
+    words = Dictionary.load(str(out / "dict.de.txt"))
+    test1 = data_utils.load_indexed_dataset(str(out / "test1.en-de.de"), words)
+    assert [words.string(test1[i]) for i in range(len(test1))] == [f"der hund {i}" for i in range(2, 6)]

@@ -6,6 +6,7 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Sequence
 
 from hat.errors import HatError
 from hat.io import atomic_write_json
@@ -50,7 +51,7 @@ def prepare_data(
     tgt: str,
     train: str | Path,
     valid: str | Path,
-    test: str | Path | None,
+    test: str | Path | Sequence[str | Path] | None,
     out: str | Path,
     bpe: str = "sentencepiece",
     vocab_size: int = 8000,
@@ -62,7 +63,8 @@ def prepare_data(
     """Train sentencepiece on the training text, encode every split, binarize with fairseq.
 
     ``out`` gets fairseq's ``dict.*.txt`` and binary splits, the sentencepiece model(s) and
-    ``hat_data.json`` describing them. With ``bpe='none'`` the text is used as tokenized.
+    ``hat_data.json`` describing them. With ``bpe='none'`` the text is used as tokenized. Several
+    test prefixes become fairseq's splits ``test``, ``test1``, ``test2``, ... in that order.
     """
     if bpe not in ("sentencepiece", "none"):
         raise HatError(f"--bpe must be sentencepiece or none, got '{bpe}'")
@@ -72,7 +74,8 @@ def prepare_data(
         if not LANG_PATTERN.match(lang):
             raise HatError(f"'{lang}' is not a language code (letters, digits, '_' and '-', as in file names)")
     out = Path(out)
-    splits = {"train": train, "valid": valid} | ({"test": test} if test else {})
+    tests = [test] if isinstance(test, (str, Path)) else list(test or [])
+    splits = {"train": train, "valid": valid} | {test_split(i): prefix for i, prefix in enumerate(tests)}
     texts = {name: read_parallel(prefix, src, tgt, name, skip_empty) for name, prefix in splits.items()}
     out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="hat_prepare_", dir=out))
@@ -84,7 +87,7 @@ def prepare_data(
         for name, (source, target) in texts.items():
             for lang, lines in ((src, source), (tgt, target)):
                 (work / f"{name}.{lang}").write_text("\n".join(encode(lang, lines)) + "\n", encoding="utf-8")
-        _binarize(work, out, src, tgt, "test" in texts, joined_dictionary, workers)
+        _binarize(work, out, src, tgt, len(tests), joined_dictionary, workers)
         meta = {
             "src": src, "tgt": tgt, "bpe": bpe, "sentencepiece": spm_models, "joined_dictionary": joined_dictionary,
             "vocab_size": vocab_size, "pairs": {name: len(pair[0]) for name, pair in texts.items()},
@@ -134,7 +137,12 @@ def _encoders(out: Path, models: dict[str, str]):
     return encode
 
 
-def _binarize(work: Path, out: Path, src: str, tgt: str, has_test: bool, joined: bool, workers: int) -> None:
+def test_split(index: int) -> str:
+    """fairseq's name of the ``index``-th test set (0-based): ``test``, ``test1``, ``test2``, ..."""
+    return f"test{index or ''}"
+
+
+def _binarize(work: Path, out: Path, src: str, tgt: str, tests: int, joined: bool, workers: int) -> None:
     from fairseq import options
     from fairseq_cli import preprocess
 
@@ -143,8 +151,8 @@ def _binarize(work: Path, out: Path, src: str, tgt: str, has_test: bool, joined:
         "--trainpref", str(work / "train"), "--validpref", str(work / "valid"),
         "--destdir", str(out), "--workers", str(workers), "--dataset-impl", "mmap",
     ]
-    if has_test:
-        argv += ["--testpref", str(work / "test")]
+    if tests:
+        argv += ["--testpref", ",".join(str(work / test_split(i)) for i in range(tests))]
     if joined:
         argv.append("--joined-dictionary")
     for stale in out.glob("dict.*.txt"):
