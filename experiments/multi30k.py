@@ -101,7 +101,7 @@ class Budget:
         return self.supernet_updates + self.finetune_updates
 
 
-# A smoke run of every stage in minutes (its scores mean nothing).
+# A smoke run of every stage (its scores mean nothing).
 QUICK = Budget(vocab=1000, supernet_updates=30, finetune_updates=10, validations=1, samples=10, test_samples=5,
                iterations=1, population=8, valid_subset=50, timing_passes=2, test_lines=40)
 
@@ -398,7 +398,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "multi30k")
     parser.add_argument("--quick", action="store_true", help="a reduced smoke run of every stage (its scores mean little)")
     parser.add_argument("--threads", type=int, default=1, help="threads per latency measurement / fitness worker")
-    parser.add_argument("--workers", type=int, default=2, help="Ray workers for the search's fitness evaluations")
+    parser.add_argument("--workers", type=int, default=2, help="processes for the search's fitness evaluations and for BLEU")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                         help=f"override one budget field ({', '.join(f.name for f in dataclasses.fields(Budget))})")
     parser.add_argument("--stop-after", choices=STAGES, help="stop after this stage (a later run resumes)")
@@ -411,6 +411,8 @@ def main() -> None:
         if key not in fields or not value.isdigit():
             parser.error(f"--set {item}: expected FIELD=INTEGER with FIELD one of {sorted(fields)}")
         budget = dataclasses.replace(budget, **{key: int(value)})
+    if args.workers < 1 or args.threads < 1:
+        parser.error("--workers and --threads must be at least 1")
     if budget.validations < 1 or budget.supernet_updates < 1 or budget.finetune_updates < 1:
         parser.error("--set: validations, supernet_updates and finetune_updates must be at least 1")
     if budget.timing_passes < 1:
