@@ -76,7 +76,7 @@ SPLITS = ("test", "test1", "test2")  # their fairseq splits
 
 @dataclasses.dataclass
 class Budget:
-    """How much of everything; the default fits about two hours on 2 CPU cores (BENCHMARKS.md).
+    """How much of everything; the default took 2 h 22 min on 2 CPU cores (BENCHMARKS.md).
 
     From-scratch models train for ``supernet_updates + finetune_updates`` updates: the total a
     fine-tuned SubTransformer cost. HAT trains for 40k updates on GPUs; raise budgets with --set
