@@ -34,6 +34,7 @@ from typing import Any, Callable
 
 from tqdm import tqdm
 
+from hat.data.prepare import test_split
 from hat.io import atomic_write_text
 from hat.stages import StageRunner
 from hat.training import Distillation
@@ -71,7 +72,7 @@ DIVISORS = (2, 3, 4)
 SCRATCH_DIVISOR = 3
 STAGES = ("prepare", "supernet", "profile", "search", "train", "measure")
 TEST_SETS = ("test_2016_flickr", "test_2017_flickr", "test_2018_flickr")
-SPLITS = ("test", "test1", "test2")  # their fairseq splits
+SPLITS = tuple(test_split(i) for i in range(len(TEST_SETS)))  # their fairseq splits: test, test1, test2
 
 
 @dataclasses.dataclass
