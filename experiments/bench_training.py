@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 
 from hat.space import SearchSpace
-from hat.training import PLUGIN_DIR, build_train_argv, stock_transformer_argv
+from hat.training import build_train_argv, stock_transformer_argv
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMON = {"optimizer": "adam", "adam-betas": "(0.9, 0.98)", "lr": 1e-3, "lr-scheduler": "inverse_sqrt",

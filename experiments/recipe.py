@@ -125,7 +125,7 @@ class Recipe:
 
     def search(self) -> dict:
         from hat.latency import LatencyPredictor
-        from hat.latency.predictor import describe_runtime
+        from hat.latency.runtime_info import describe_runtime
         from hat.search import EvolutionarySearch, InheritedLossFitness
         from hat.search.outputs import write_search_outputs
         from hat.space import SearchSpace

@@ -264,7 +264,7 @@ class Demo:
         on the predictor's runtime), and for comparison the other precision and PyTorch eager."""
         from hat.export.model_dir import read_manifest
         from hat.export.verify import median_pass, verify_model
-        from hat.latency.predictor import describe_runtime, runtime_of
+        from hat.latency.runtime_info import describe_runtime, runtime_of
 
         models = self.stages["export"]["models"]
         passes: dict[str, list[dict]] = {name: [] for name in models}

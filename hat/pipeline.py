@@ -7,13 +7,13 @@ feasible latency range of a space is.
 from __future__ import annotations
 
 import platform
-import random
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
 from hat.errors import HatError
+from hat.search.objectives import feasible_range  # noqa: F401 - a pipeline step, defined by the search
 from hat.space import SearchSpace, SubTransformerConfig
 
 MIN_ROWS_TO_FIT = 10
@@ -54,7 +54,7 @@ def profile(collector: Any, samples: int, test_samples: int = 0, seed: int = 0, 
 
 def _runtime(device: dict) -> tuple[str, str, str]:
     """(backend, precision, provider) of a latency file's device record."""
-    from hat.latency.predictor import runtime_of
+    from hat.latency.runtime_info import runtime_of
 
     runtime = runtime_of({"device": device})
     return runtime["backend"], runtime["precision"], runtime["provider"]
@@ -121,14 +121,6 @@ def _labels_at_reference_speed(data: Any, labels: str, data_path: str | Path) ->
         raise HatError("the rows carry no reference timing (reference_ms): fit with measured labels", data_path)
     backend = ((data.meta or {}).get("device") or {}).get("backend")
     return labels == "reference_speed" or (labels == "auto" and has_reference and backend == "onnxruntime")
-
-
-def feasible_range(space: SearchSpace, predictor: Any, samples: int = 2000, seed: int = 0) -> tuple[float, float]:
-    """Predicted latency range of ``space``: its smallest and largest configs plus a seeded sample."""
-    rng = random.Random(f"range:{seed}")
-    configs = [space.smallest(), space.largest()] + [space.sample(rng=rng) for _ in range(samples)]
-    predicted = predictor.predict(configs)
-    return float(np.min(predicted)), float(np.max(predicted))
 
 
 def target_vocabulary(data: str | Path | None, vocab: int | None, default: int = 32768) -> int:
@@ -281,7 +273,7 @@ def collector_for_profile(folder: str | Path, space: SearchSpace, ray_address: s
     Ray node with ``ray_resource``."""
     from hat.latency import LatencyCollector, LatencyDataset, Protocol
     from hat.latency.collector import ray_runner
-    from hat.latency.predictor import execution_provider, runtime_of
+    from hat.latency.runtime_info import execution_provider, runtime_of
     from hat.latency.protocol import cpu_model
 
     path = Path(folder) / "dataset.csv"

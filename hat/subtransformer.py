@@ -4,7 +4,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import torch
-from torch import nn
 
 from hat.modules.layers import DecoderLayer, EncoderLayer, LayerOps
 from hat.modules.positions import SinusoidalPositions

@@ -27,10 +27,8 @@ BINARY = bytes(range(256)) * 4
 
 
 @pytest.fixture(scope="module")
-def world(trained, data_bin, tmp_path_factory) -> dict[str, Path]:
+def world(trained, data_bin, exported, tmp_path_factory) -> dict[str, Path]:
     """The good files every case starts from."""
-    from hat.export.model_dir import export_model
-
     root = tmp_path_factory.mktemp("world")
     space = SearchSpace.from_yaml(TINY)
     configs = [space.sample(seed=i) for i in range(40)]
@@ -41,9 +39,8 @@ def world(trained, data_bin, tmp_path_factory) -> dict[str, Path]:
     LatencyPredictor("linear").fit(LatencyDataset(features, 0.1 * total, 0.9 * total, configs, meta)).save(predictor)
     sub = root / "sub.yaml"
     configs[3].to_yaml(sub)
-    model = export_model(trained["last"], sub, data_bin, root / "model", onnx=True)
     return {"root": root, "checkpoint": trained["last"], "save": trained["save"], "data": data_bin,
-            "predictor": predictor, "sub": sub, "model": model}
+            "predictor": predictor, "sub": sub, "model": exported}
 
 
 def run_hat(argv: list, capsys, monkeypatch, stdin: bytes | None = None) -> tuple[int, str, str]:

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from hat.errors import HatError
-from hat.space import SearchSpace, SubTransformerConfig
+from hat.space import SubTransformerConfig
 from tests.conftest import ROOT
 
 HAT_CONFIG = ROOT / "tests" / "data" / "HAT_wmt14ende_xeon_137.9ms.yml"

@@ -12,21 +12,9 @@ pytest.importorskip("onnxruntime")
 pytest.importorskip("fairseq")
 
 from hat.errors import HatError  # noqa: E402
-from hat.export.model_dir import export_model, read_manifest  # noqa: E402
+from hat.export.model_dir import read_manifest  # noqa: E402
 from hat.export.runtime import OnnxRuntimeModel, TorchModel, Translator  # noqa: E402
 from tests.conftest import ROOT, SPACES  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def exported(trained, data_bin, tmp_path_factory) -> Path:
-    from hat.space import SearchSpace
-
-    space = SearchSpace.from_yaml(SPACES / "tiny.yaml")
-    config = space.sample(seed=4)
-    out = tmp_path_factory.mktemp("export")
-    config_file = out / "sub.yaml"
-    config.to_yaml(config_file)
-    return export_model(trained["last"], config_file, data_bin, out / "model", onnx=True, quantize="int8")
 
 
 def raw_test_sentences(data_bin: Path, n: int = 12) -> list[str]:
@@ -236,3 +224,16 @@ def test_graphs_composed_from_pieces_equal_the_exported_ones(exported, data_bin,
 
     for ids in ([7, 8, 9, 10, 11, 2], [12, 13, 2]):
         assert beam_search(composed, ids, beam=3) == beam_search(deployed, ids, beam=3)
+
+
+@pytest.mark.slow
+def test_reusing_the_exporters_op_table_changes_no_byte_of_a_graph(tiny_space, tmp_path):
+    from hat.export import exporter
+    from hat.export.pieces import _piece_model, export_piece
+
+    key = ("output", 48)  # the cheapest piece to export
+    export_piece(*_piece_model(tiny_space, key, 60, 0), tmp_path / "plain.onnx", reuse_registry=False)
+    export_piece(*_piece_model(tiny_space, ("decoder_embedding", 48), 60, 0), tmp_path / "warm.onnx")  # fills the table
+    assert exporter._registry_class() is None or exporter._REGISTRIES  # this torch: the table was kept
+    export_piece(*_piece_model(tiny_space, key, 60, 0), tmp_path / "reused.onnx")
+    assert (tmp_path / "plain.onnx").read_bytes() == (tmp_path / "reused.onnx").read_bytes()

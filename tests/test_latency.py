@@ -3,7 +3,6 @@ from __future__ import annotations
 import csv
 import sys
 import subprocess
-import os
 import json
 from pathlib import Path
 
@@ -15,7 +14,7 @@ from hat.errors import HatError
 from hat.latency import LatencyCollector, LatencyDataset, LatencyPredictor, LatencyTables, Protocol, reference_noise
 from hat.latency.collector import run_here
 from hat.latency.workloads import TorchBackend
-from hat.latency.dataset import COLUMNS, write_dataset
+from hat.latency.dataset import write_dataset
 from hat.latency.features import HAT_FEATURES, hat_features, structural_features
 from hat.latency.predictor import MlpRecipe, fit_auto, split_indices
 from hat.latency.tables import table_entries

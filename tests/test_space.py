@@ -6,8 +6,8 @@ import random
 import pytest
 
 from hat.errors import HatError
-from hat.space import SearchSpace, SubTransformerConfig
-from tests.conftest import ELASTIC_ENCODER_SPACE, ROOT, SPACES, write_space
+from hat.space import SearchSpace
+from tests.conftest import ELASTIC_ENCODER_SPACE, SPACES, write_space
 
 
 def test_wmt_space_size_is_exact(wmt_space):

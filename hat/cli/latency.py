@@ -6,7 +6,7 @@ import json
 import logging
 from pathlib import Path
 
-from hat.cli.options import float_at_least, int_at_least, positive_float
+from hat.cli.options import int_at_least, positive_float
 from hat.errors import HatError
 from hat.io import check_output_dir, check_output_file, safe_file_name
 from hat.latency.measure import STATISTICS

@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 from hat.cli.options import finite_float, float_at_least, int_at_least, positive_float
-from hat.errors import HatError
 from hat.io import check_output_dir
 
 

@@ -8,7 +8,6 @@ The cache is explicit, so beam search runs outside the graph (numpy) on any runt
 """
 from __future__ import annotations
 
-import logging
 import math
 from typing import Any
 
@@ -104,42 +103,35 @@ def export_onnx(model: SubTransformer, encoder_path: str, decoder_path: str) -> 
 
 
 def _export_graphs(model: SubTransformer, encoder_path: str, decoder_path: str) -> None:
+    from hat.export.exporter import quiet_export
+
     layers = len(model.decoder.layers)
     cross_names, past_names, present_names = cache_names(layers)
     src, step_inputs = example_inputs(model)
-    exporter_log = logging.getLogger("torch.onnx")  # "torchvision is not installed" and such: not ours to act on
-    level = exporter_log.level
-    exporter_log.setLevel(logging.ERROR)
-    try:
+    with quiet_export():
         _export_both(model, encoder_path, decoder_path, src, step_inputs, cross_names, past_names, present_names)
-    finally:
-        exporter_log.setLevel(level)
 
 
 def _export_both(model: SubTransformer, encoder_path: str, decoder_path: str, src: Any, step_inputs: Any,
                  cross_names: list[str], past_names: list[str], present_names: list[str]) -> None:
-    import warnings
-
     from torch.export import Dim
 
     batch, src_len, past_len = Dim("batch"), Dim("src_len"), Dim("past_len")
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            EncoderGraph(model), (src,), encoder_path, dynamo=True, verbose=False,
-            input_names=["src_tokens"], output_names=["padding_mask", *cross_names],
-            dynamic_shapes=({0: batch, 1: src_len},),
-        )
-        # Layer i attends to the last k_i encoder outputs concatenated in time: k_i * src_len keys.
-        cross = [{0: batch, 2: src_len if layer.ende_layers == 1 else layer.ende_layers * src_len}
-                 for layer in model.decoder.layers for _ in range(2)]
-        caches = tuple(cross + [{0: batch, 2: past_len}] * len(past_names))
-        shapes = ({0: batch}, {0: batch}, {0: batch, 1: src_len}, caches)  # *caches is one nested entry
-        torch.onnx.export(
-            DecoderStepGraph(model), step_inputs, decoder_path, dynamo=True, verbose=False,
-            input_names=["tokens", "positions", "padding_mask", *cross_names, *past_names],
-            output_names=["log_probs", *present_names], dynamic_shapes=shapes,
-        )
+    torch.onnx.export(
+        EncoderGraph(model), (src,), encoder_path, dynamo=True, verbose=False,
+        input_names=["src_tokens"], output_names=["padding_mask", *cross_names],
+        dynamic_shapes=({0: batch, 1: src_len},),
+    )
+    # Layer i attends to the last k_i encoder outputs concatenated in time: k_i * src_len keys.
+    cross = [{0: batch, 2: src_len if layer.ende_layers == 1 else layer.ende_layers * src_len}
+             for layer in model.decoder.layers for _ in range(2)]
+    caches = tuple(cross + [{0: batch, 2: past_len}] * len(past_names))
+    shapes = ({0: batch}, {0: batch}, {0: batch, 1: src_len}, caches)  # *caches is one nested entry
+    torch.onnx.export(
+        DecoderStepGraph(model), step_inputs, decoder_path, dynamo=True, verbose=False,
+        input_names=["tokens", "positions", "padding_mask", *cross_names, *past_names],
+        output_names=["log_probs", *present_names], dynamic_shapes=shapes,
+    )
 
 
 def strip_metadata(path: str) -> None:
@@ -152,10 +144,10 @@ def strip_metadata(path: str) -> None:
 
     import onnx
 
+    from hat.export.exporter import strip_node_metadata
+
     model = onnx.load(path)
-    for node in model.graph.node:
-        node.doc_string = ""
-        del node.metadata_props[:]
+    strip_node_metadata(model)
     data = os.path.basename(path) + ".data"
     if os.path.exists(path + ".data"):
         os.remove(path + ".data")

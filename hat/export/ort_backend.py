@@ -108,6 +108,15 @@ class OnnxBackend:
                 "graphs": graphs, "items": sent}
 
 
+def table_pieces(space: SearchSpace) -> list[tuple]:
+    """Every piece the lookup tables of ``space`` time, each once (what ``hat profile`` exports first)."""
+    from hat.latency.tables import table_entries
+
+    keys = [key for kind, entries in table_entries(space).items() for _, args in entries
+            for key in _table_pieces(kind, list(args))]
+    return list(dict.fromkeys(keys))
+
+
 def _table_pieces(kind: str, args: list) -> list[tuple]:
     """The pieces one lookup-table entry times."""
     if kind == "encoder_embedding":

@@ -20,7 +20,6 @@ import json
 import logging
 import math
 import os
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -179,24 +178,17 @@ def _piece_io(model: SubTransformer, kind: str, args: tuple, Dim: Any) -> tuple:
 
 
 def export_piece(module: nn.Module, inputs: tuple, shapes: tuple, input_names: list, output_names: list,
-                 path: str | Path) -> None:
+                 path: str | Path, reuse_registry: bool = True) -> None:
     """One piece to ONNX, weights inline (pieces are small enough, and ship as one blob)."""
     import onnx
 
-    exporter_log = logging.getLogger("torch.onnx")
-    level = exporter_log.level
-    exporter_log.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")
-            program = torch.onnx.export(module, inputs, None, dynamo=True, verbose=False, input_names=input_names,
-                                        output_names=output_names, dynamic_shapes=shapes)
-    finally:
-        exporter_log.setLevel(level)
+    from hat.export.exporter import quiet_export, strip_node_metadata
+
+    with quiet_export(reuse_registry):
+        program = torch.onnx.export(module, inputs, None, dynamo=True, verbose=False, input_names=input_names,
+                                    output_names=output_names, dynamic_shapes=shapes)
     model = program.model_proto
-    for node in model.graph.node:
-        node.doc_string = ""
-        del node.metadata_props[:]
+    strip_node_metadata(model)
     onnx.save(model, str(path))
 
 

@@ -88,7 +88,8 @@ def verify_model(
     from hat.errors import HatError
     from hat.export.model_dir import read_manifest
     from hat.export.runtime import load_runtime
-    from hat.latency.predictor import LatencyPredictor, execution_provider, runtime_of
+    from hat.latency.predictor import LatencyPredictor
+    from hat.latency.runtime_info import execution_provider, runtime_of
     from hat.space import SubTransformerConfig
 
     manifest = read_manifest(model_dir)

@@ -16,6 +16,7 @@ from hat.errors import HatError
 from hat.io import atomic_write_json
 from hat.latency.dataset import LatencyDataset
 from hat.latency.protocol import Protocol
+from hat.latency.runtime_info import runtime_of
 from hat.latency.features import hat_feature_matrix, structural_features
 from hat.latency.fitting import HAT_MLP, MlpRecipe, fit_mlp, fit_ridge, mlp_forward  # noqa: F401  (HAT_MLP: public)
 from hat.latency.tables import LatencyTables
@@ -23,8 +24,6 @@ from hat.space import SearchSpace, SubTransformerConfig
 
 FORMAT = "hat-latency-predictor-v1"
 KINDS = ("table", "linear", "mlp")
-
-
 
 
 def metrics(predicted: np.ndarray, measured: np.ndarray) -> dict[str, float]:
@@ -263,33 +262,6 @@ class LatencyPredictor:
             predicted = self._predict_arrays(corners, None)
             if not np.all(np.isfinite(predicted)) or (predicted <= 0).any():
                 raise ValueError(f"predicts {predicted.min():.4g} ms at the edge of its fitted range")
-
-
-def runtime_of(info: dict[str, Any]) -> dict[str, Any]:
-    """What a predictor's (or dataset's) milliseconds were measured on; older files were torch fp32."""
-    device = info.get("device") if isinstance(info.get("device"), dict) else {}
-    protocol = info.get("protocol") if isinstance(info.get("protocol"), dict) else {}
-    backend = device.get("backend", "torch")
-    return {"backend": backend, "precision": device.get("precision", "fp32"),
-            "provider": device.get("provider", "CUDA" if backend == "cuda" else "CPU"),
-            "threads": device.get("threads", protocol.get("threads")), "vocab": protocol.get("vocab"),
-            "src_len": protocol.get("src_len"), "beam": protocol.get("beam"),
-            "statistic": protocol.get("statistic", "mean")}
-
-
-def execution_provider(runtime: dict[str, Any]) -> str:
-    """onnxruntime's name of the provider a runtime record names (older records say ``CPU``)."""
-    provider = runtime["provider"]
-    return provider if provider.endswith("ExecutionProvider") else f"{provider}ExecutionProvider"
-
-
-def describe_runtime(runtime: dict[str, Any]) -> str:
-    """``onnxruntime int8, 1 thread`` and the like, for reports."""
-    threads = runtime.get("threads")
-    name = {"torch": "PyTorch eager", "cuda": "PyTorch CUDA"}.get(runtime["backend"], runtime["backend"])
-    precision = "" if runtime["backend"] in ("torch", "cuda") else f" {runtime['precision']}"
-    provider = f" ({runtime['provider']})" if runtime["backend"] == "onnxruntime" and runtime["provider"] not in ("CPU", "CPUExecutionProvider") else ""
-    return f"{name}{precision}{provider}" + (f", {threads} thread{'s' if threads != 1 else ''}" if threads else "")
 
 
 def _check_finite_params(params: dict[str, Any], message: str) -> None:

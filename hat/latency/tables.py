@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import itertools
-import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any

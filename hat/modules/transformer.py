@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hat.modules.layers import DecoderLayer, EncoderLayer
+from hat.modules.layers import EncoderLayer
 from hat.modules.positions import SinusoidalPositions
 
 IncrementalState = dict[str, dict[str, torch.Tensor]]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import random
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -20,30 +20,15 @@ import numpy as np
 
 from hat.errors import HatError
 from hat.io import atomic_write_json, file_content, finite, load_json
-from hat.search.objectives import Limit
+from hat.search.objectives import Limit, feasible_range
 from hat.search.operators import crossover, mutate
+from hat.search.progress import SearchProgress, rng_state_from_json, rng_state_to_json
 from hat.search.results import Candidate, ConstraintResult, LatencyModel, SearchResult
 from hat.search.store import SearchStore
 from hat.space import Genome, SearchSpace, SubTransformerConfig
 
 log = logging.getLogger(__name__)
 STATE_FORMAT = "hat-search-state-v1"
-
-
-@dataclass
-class _Progress:
-    """Everything needed to resume; serialised to JSON after each iteration."""
-
-    constraint_index: int = 0
-    iteration: int = -1  # -1: the initial population of this constraint is not evaluated yet
-    population: list[list[int]] = field(default_factory=list)
-    rng_state: Any = None
-    best_per_iteration: list[float] = field(default_factory=list)
-    evaluations_at_start: int = 0
-    finished: list[dict[str, Any]] = field(default_factory=list)
-
-
-_PROGRESS_FIELDS = [f.name for f in fields(_Progress)]
 
 
 def _setting(default: float, low: float, help: str, high: float | None = None) -> Any:
@@ -121,7 +106,7 @@ class EvolutionarySearch:
         self.candidates: dict[str, Candidate] = {}
         self.history: list[dict[str, Any]] = []
         self.evaluations = 0
-        self._state = _Progress()
+        self._state = SearchProgress()
 
     # ---- candidates -------------------------------------------------------------------------
     def _candidate(self, genome: Genome) -> Candidate:
@@ -167,9 +152,7 @@ class EvolutionarySearch:
                 })
 
     def feasible_range(self, samples: int = 2000) -> tuple[float, float]:
-        """Predicted latency range of the space (see :func:`hat.pipeline.feasible_range`)."""
-        from hat.pipeline import feasible_range
-
+        """Predicted latency range of the space (see :func:`hat.search.objectives.feasible_range`)."""
         return feasible_range(self.space, self.predictor, samples, self.seed)
 
     def _feasible_child(self, make: Callable[[], Genome], constraint: float, taken: set[str]) -> Genome | None:
@@ -223,13 +206,7 @@ class EvolutionarySearch:
                            "use another --out or the same options", path)
         with file_content(path, "search state"):
             candidates = self._load_candidates(data["candidates"])
-            state = _Progress(**{name: data["progress"][name] for name in _PROGRESS_FIELDS})
-            state.constraint_index, state.iteration = int(state.constraint_index), int(state.iteration)
-            state.evaluations_at_start = int(state.evaluations_at_start)
-            state.best_per_iteration = [finite(x, "best loss") for x in state.best_per_iteration]
-            state.finished = list(state.finished)
-            if not 0 <= state.constraint_index <= len(self.constraints) or not -1 <= state.iteration <= self.iterations:
-                raise ValueError("progress is outside this search's constraints or iterations")
+            state = SearchProgress.from_json(data["progress"], len(self.constraints), self.iterations)
             for genome in state.population:
                 if not all(isinstance(v, int) and v in g.choices for g, v in zip(self.space.genes, genome)):
                     raise ValueError(f"genome {genome} has values outside the space")
@@ -238,8 +215,6 @@ class EvolutionarySearch:
             for done in state.finished:
                 if not self._feasible(candidates[done["archid"]], float(done["constraint_ms"])):
                     raise ValueError(f"{done['archid']} does not meet its constraint")
-            if state.rng_state is not None:
-                random.Random().setstate(_rng_state_from_json(state.rng_state))
             history, evaluations = list(data["history"]), int(data["evaluations"])
         self.candidates, self.history, self.evaluations, self._state = candidates, history, evaluations, state
         return True
@@ -278,7 +253,7 @@ class EvolutionarySearch:
             constraint = self.constraints[state.constraint_index]
             rng = random.Random(f"evolution:{self.seed}:{state.constraint_index}")
             if state.rng_state is not None:
-                rng.setstate(_rng_state_from_json(state.rng_state))
+                rng.setstate(rng_state_from_json(state.rng_state))
             bar = tqdm(total=self.iterations + 1, initial=state.iteration + 1, disable=not self.progress,
                        desc=f"search <= {constraint:g} ms", unit="gen")
             if state.iteration < 0:
@@ -293,11 +268,11 @@ class EvolutionarySearch:
             state.finished.append({"constraint_ms": constraint, "archid": best.archid,
                                    "best_per_iteration": state.best_per_iteration,
                                    "evaluations": self.evaluations - state.evaluations_at_start})
-            self._state = state = _Progress(constraint_index=state.constraint_index + 1, finished=state.finished)
+            self._state = state = SearchProgress(constraint_index=state.constraint_index + 1, finished=state.finished)
             self._save()
         return self._result((low, high))
 
-    def _first_generation(self, state: _Progress, rng: random.Random, constraint: float) -> None:
+    def _first_generation(self, state: SearchProgress, rng: random.Random, constraint: float) -> None:
         """A population of feasible random SubTransformers, scored."""
         state.evaluations_at_start = self.evaluations
         taken: set[str] = set()
@@ -312,7 +287,7 @@ class EvolutionarySearch:
         self._evaluate(population, 0, constraint)
         self._finish_iteration(state, population, rng, constraint, 0)
 
-    def _next_generation(self, state: _Progress, rng: random.Random, constraint: float) -> None:
+    def _next_generation(self, state: SearchProgress, rng: random.Random, constraint: float) -> None:
         """The best parents plus feasible children by mutation and crossover, scored."""
         iteration = state.iteration + 1
         population = [tuple(g) for g in state.population]
@@ -341,12 +316,12 @@ class EvolutionarySearch:
         feasible = [c for c in self.candidates.values() if c.loss is not None and self._feasible(c, constraint)]
         return min(feasible, key=lambda c: (c.loss, c.archid))
 
-    def _finish_iteration(self, state: _Progress, population: list[Genome], rng: random.Random,
+    def _finish_iteration(self, state: SearchProgress, population: list[Genome], rng: random.Random,
                           constraint: float, iteration: int) -> None:
         best = self._best(constraint)
         state.iteration = iteration
         state.population = [list(g) for g in population]
-        state.rng_state = _rng_state_to_json(rng.getstate())
+        state.rng_state = rng_state_to_json(rng.getstate())
         state.best_per_iteration.append(best.loss)
         log.info("constraint %g ms | iteration %d | best loss %.4f (%s, %.2f ms) | evaluations %d",
                  constraint, iteration, best.loss, best.archid, best.latency_ms, self.evaluations)
@@ -360,11 +335,3 @@ class EvolutionarySearch:
         ]
         return SearchResult(results, self.candidates, self.history, self.evaluations, feasible, self.limits)
 
-
-def _rng_state_to_json(state: tuple) -> list:
-    version, internal, gauss = state
-    return [version, list(internal), gauss]
-
-
-def _rng_state_from_json(data: list) -> tuple:
-    return (data[0], tuple(data[1]), data[2])

@@ -7,12 +7,15 @@ a function here, not a change to the search.
 from __future__ import annotations
 
 import math
+import random
 import re
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
+
+import numpy as np
 
 from hat.errors import HatError
-from hat.space import SubTransformerConfig
+from hat.space import SearchSpace, SubTransformerConfig
 
 BYTES_PER_WEIGHT = {"fp32": 4, "int8": 1}
 SUFFIXES = {"": 1, "K": 1e3, "M": 1e6, "G": 1e9}
@@ -106,3 +109,11 @@ def parse_count(text: str) -> float:
     if not math.isfinite(value) or value <= 0:
         raise HatError(f"'{text}' must be a positive count")
     return value
+
+
+def feasible_range(space: SearchSpace, predictor: Any, samples: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """Predicted latency range of ``space``: its smallest and largest configs plus a seeded sample."""
+    rng = random.Random(f"range:{seed}")
+    configs = [space.smallest(), space.largest()] + [space.sample(rng=rng) for _ in range(samples)]
+    predicted = predictor.predict(configs)
+    return float(np.min(predicted)), float(np.max(predicted))

@@ -17,9 +17,9 @@ def best_config_path(out_dir: str | Path, constraint_ms: float) -> Path:
 def write_search_outputs(result: SearchResult, out_dir: str | Path, extra: dict[str, Any] | None = None,
                          runtime: dict[str, Any] | None = None, space: Any = None) -> dict[str, Any]:
     """Write configs, history, summary and plots; ``runtime`` (the predictor's, see
-    :func:`hat.latency.predictor.runtime_of`) says what the milliseconds are. With the search
+    :func:`hat.latency.runtime_info.runtime_of`) says what the milliseconds are. With the search
     ``space``, every reported model also gets its FLOPs as HAT counts them."""
-    from hat.latency.predictor import describe_runtime
+    from hat.latency.runtime_info import describe_runtime
     from hat.search.objectives import flops
 
     count = flops(space).measure if space is not None else None
