@@ -55,7 +55,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 # The README's `hat profile --space tiny` exports these layer pieces (they do not depend on the
-# vocabulary); a background process exports them into the session's cache from the start, on CPU
+# vocabulary); a background process exports them into this run's cache from the start, on CPU
 # the other tests leave idle, so that test finds them as a second profile on one machine would.
 PREFETCH = """
 import torch
@@ -83,7 +83,7 @@ def piece_cache(tmp_path_factory, request) -> Path:
     path = tmp_path_factory.mktemp("onnx_pieces")
     old = os.environ.get("HAT_CACHE_DIR")
     os.environ["HAT_CACHE_DIR"] = str(path)
-    readme = any(item.nodeid.startswith("tests/test_readme.py") for item in request.session.items)
+    readme = any(item.path.name == "test_readme.py" for item in request.session.items)
     prefetch = prefetch_tiny_pieces() if readme else None
     yield path
     if prefetch is not None:
