@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -31,15 +32,27 @@ def export_seconds(space: SearchSpace, key: tuple, vocab: int, reuse: bool, path
     return time.perf_counter() - start
 
 
+def at_least_one(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got '{text}'")
+    return int(text)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--space", default="wmt14_en_de")
-    parser.add_argument("--pieces", type=int, default=12)
+    parser.add_argument("--pieces", type=at_least_one, default=12, help="pieces to export (at least 1)")
     parser.add_argument("--vocab", type=int, default=32768)
     parser.add_argument("--json", type=Path, help="write the figures here too")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    space = SearchSpace.from_yaml(args.space)
+    from hat.errors import HatError
+
+    try:
+        space = SearchSpace.from_yaml(args.space)
+    except HatError as error:
+        print(f"bench_piece_export: error: {error}", file=sys.stderr)
+        sys.exit(2)
     keys = table_pieces(space)
     chosen = [keys[int(i)] for i in np.linspace(0, len(keys) - 1, args.pieces)]
     export_seconds(space, chosen[0], args.vocab, True, Path(tempfile.mkdtemp()) / "first.onnx")  # imports, first table

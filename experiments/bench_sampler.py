@@ -17,6 +17,7 @@ import argparse
 import json
 import logging
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -61,11 +62,20 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "bench_sampler")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    from hat.data.prepare import check_data_folder
+    from hat.errors import HatError
     from hat.space import SearchSpace, SubTransformerConfig
 
     space = SearchSpace.from_yaml(SPACE)
-    configs = {"largest": space.largest(), "smallest": space.smallest(),
-               **{path.stem: SubTransformerConfig.from_yaml(path) for path in args.config}}
+    configs = {"largest": space.largest(), "smallest": space.smallest()}
+    try:  # bad input: one line naming the file, before any training
+        check_data_folder(args.data)
+        for path in args.config:
+            configs[path.stem] = SubTransformerConfig.from_yaml(path)
+            space.validate(configs[path.stem])
+    except HatError as error:
+        print(f"bench_sampler: error: {error}", file=sys.stderr)
+        sys.exit(2)
     results = {}
     for sampler in ("uniform", "sandwich"):
         run = train_for(args.data, args.out, sampler, args.seconds, args)
