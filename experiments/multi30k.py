@@ -9,7 +9,8 @@ killed training resumes from its last checkpoint):
   profile    latency tables + end-to-end samples on onnxruntime fp32 (the deployed runtime); predictor
   search     evolutionary search (inherited-weight validation loss) under constraints fixed by rule:
              the largest SubTransformer's measured latency / 2, / 3 and / 4 (DIVISORS), less the
-             winners' tolerance; winners measured, predictor refitted and search re-run while off
+             winners' tolerance; winners measured, predictor refitted and search re-run while off;
+             a constraint no SubTransformer can meet is dropped and recorded
   train      fine-tuned track: every searched model, the largest and the smallest, each fine-tuned
              from the SuperTransformer for finetune_updates; from-scratch track, for
              supernet_updates + finetune_updates: the / 3 model, the largest, the stock
@@ -36,6 +37,7 @@ from typing import Any, Callable
 from tqdm import tqdm
 
 from hat.data.prepare import test_split
+from hat.errors import HatError
 from hat.io import atomic_write_text
 from hat.stages import StageRunner
 from hat.training import Distillation
@@ -70,8 +72,10 @@ def stock_updates(checkpoint: Path) -> int:
 # SubTransformer's measured deployed latency divided by DIVISORS and by 1 + WINNER_TOLERANCE; the
 # search's winners are measured and, while one is off its prediction by more than WINNER_TOLERANCE,
 # the predictor is refitted with them and the search re-run (at most WINNER_ROUNDS times), so a
-# chosen model meets its divisor as measured, not only as predicted. The from-scratch track (and
-# distillation on both tracks) is run at SCRATCH_DIVISOR.
+# chosen model meets its divisor as measured, not only as predicted. A constraint below the
+# fastest SubTransformer's predicted latency is unreachable in the space: it is dropped from that
+# round's search and recorded. The from-scratch track (and distillation on both tracks) is run at
+# SCRATCH_DIVISOR.
 DIVISORS = (2, 3, 4)
 SCRATCH_DIVISOR = 3
 WINNER_TOLERANCE = 0.03
@@ -199,19 +203,29 @@ class Experiment:
         largest = collector.collect_datasets({"largest.csv": [space.largest()]})["largest.csv"]
         largest_ms = float(first.labels(largest)[0])  # measured, at the predictor's reference speed
         constraints = [round(largest_ms / (d * (1 + WINNER_TOLERANCE)), 1) for d in DIVISORS]
+        unreachable: dict[str, list[float]] = {}
         predictor, result, rounds = search_with_measured_winners(
-            self.search_round(space, constraints), self.refit, first, collector, rounds=WINNER_ROUNDS,
+            self.search_round(space, constraints, unreachable), self.refit, first, collector, rounds=WINNER_ROUNDS,
             tolerance=WINNER_TOLERANCE)
         summary = write_search_outputs(result, self.out / "search", runtime=predictor.runtime, space=space)
         configs = {f"{r['constraint_ms']:g}ms": str(self.out / "search" / r["config_file"]) for r in summary["results"]}
+        scratch = f"{constraints[DIVISORS.index(SCRATCH_DIVISOR)]:g}ms"
+        if scratch not in configs:
+            raise HatError(f"the / {SCRATCH_DIVISOR} constraint ({scratch}) is unreachable: no model for the scratch track",
+                           SPACE)
         return {"largest_measured_ms": largest_ms, "constraints": dict(zip(map(str, DIVISORS), constraints)),
-                "rounds": rounds, "configs": configs,
-                "scratch": f"{constraints[DIVISORS.index(SCRATCH_DIVISOR)]:g}ms"}
+                "rounds": rounds, "unreachable": unreachable, "configs": configs,
+                "scratch": scratch}
 
-    def search_round(self, space: Any, constraints: list[float]) -> Callable[[Any, int], Any]:
-        """One resumable evolution per round (search/round<r>/state.json); every round shares one store of losses."""
+    def search_round(self, space: Any, constraints: list[float],
+                     unreachable: dict[str, list[float]]) -> Callable[[Any, int], Any]:
+        """One resumable evolution per round (search/round<r>/state.json); every round shares one store of losses.
+
+        A constraint below the fastest SubTransformer's latency under the round's predictor cannot be
+        met by any model of the space: that round searches without it and records it in ``unreachable``."""
         from hat.search import EvolutionarySearch, InheritedLossFitness
         from hat.search.evaluators import ProcessPoolEvaluator
+        from hat.search.objectives import feasible_range
         from hat.search.store import SearchStore
 
         fitness = InheritedLossFitness(self.stages["supernet"]["checkpoint"], self.bin, valid_subset=self.b.valid_subset,
@@ -223,8 +237,16 @@ class Experiment:
         def run_search(predictor: Any, round_: int) -> Any:
             state = self.out / "search" / f"round{round_}" / "state.json"
             state.parent.mkdir(exist_ok=True)
+            fastest = feasible_range(space, predictor)[0]
+            reachable = [c for c in constraints if c >= fastest]
+            if len(reachable) < len(constraints):
+                unreachable[f"round{round_}"] = [c for c in constraints if c < fastest]
+                log.warning("round %d: %s ms below the fastest SubTransformer (%.2f ms predicted): searched without it",
+                            round_, ", ".join(f"{c:g}" for c in unreachable[f"round{round_}"]), fastest)
+            if not reachable:
+                raise HatError(f"no constraint is reachable: the fastest SubTransformer is {fastest:.2f} ms", SPACE)
             evaluator = ProcessPoolEvaluator(fitness, self.workers) if self.workers > 1 else None
-            search = EvolutionarySearch(space, fitness, predictor, constraints, population=p, parents=p // 5,
+            search = EvolutionarySearch(space, fitness, predictor, reachable, population=p, parents=p // 5,
                                         mutations=2 * p // 5, crossovers=2 * p // 5, iterations=self.b.iterations,
                                         evaluator=evaluator, state_path=state, store=store)
             try:
