@@ -224,6 +224,23 @@ def test_graphs_composed_from_pieces_equal_the_exported_ones(exported, data_bin,
 
     for ids in ([7, 8, 9, 10, 11, 2], [12, 13, 2]):
         assert beam_search(composed, ids, beam=3) == beam_search(deployed, ids, beam=3)
+    # onnxruntime fuses them alike (the residual Add into LayerNormalization needs the pieces' shapes)
+    deployed_files = (exported / "encoder.onnx", exported / "decoder_step.onnx")
+    for graph, deployed_file in zip((encoder, decoder), deployed_files):
+        assert norm_ops(graph, tmp_path / "c.onnx") == norm_ops(str(deployed_file), tmp_path / "d.onnx")
+
+
+def norm_ops(graph: bytes | str, optimized: Path) -> dict[str, int]:
+    """Layer-norm ops of ``graph`` (serialized, or a file) after onnxruntime's optimizations, by type."""
+    import onnx
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(optimized)
+    options.log_severity_level = 3
+    ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
+    ops = [node.op_type for node in onnx.load(str(optimized), load_external_data=False).graph.node]
+    return {op: ops.count(op) for op in ("LayerNormalization", "SkipLayerNormalization")}
 
 
 @pytest.mark.slow

@@ -22,6 +22,7 @@ class _Builder:
         self.initializers: list[onnx.TensorProto] = []
         self.inputs: dict[str, onnx.ValueInfoProto] = {}
         self.outputs: dict[str, onnx.ValueInfoProto] = {}
+        self.value_info: list[onnx.ValueInfoProto] = []
         self.opsets: list[onnx.OperatorSetIdProto] = []
         self.ir_version = 0
 
@@ -37,6 +38,11 @@ class _Builder:
             copy.CopyFrom(tensor)
             copy.name = rename(tensor.name)
             self.initializers.append(copy)
+        for value in graph.value_info:  # intermediate shapes: onnxruntime's fusions need them
+            info = onnx.ValueInfoProto()
+            info.CopyFrom(value)
+            info.name = rename(value.name)
+            self.value_info.append(info)
         for node in graph.node:
             if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute):
                 raise ValueError(f"piece {graph.name}: control flow ({node.op_type}) is not supported")
@@ -65,7 +71,7 @@ class _Builder:
 
     def model(self, name: str, inputs: list[str], outputs: list[str]) -> onnx.ModelProto:
         graph = helper.make_graph(self.nodes, name, [self.inputs[n] for n in inputs], [self.outputs[n] for n in outputs],
-                                  initializer=self.initializers)
+                                  initializer=self.initializers, value_info=self.value_info)
         return helper.make_model(graph, opset_imports=self.opsets, ir_version=self.ir_version, producer_name="hat")
 
 
