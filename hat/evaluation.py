@@ -68,6 +68,7 @@ class Generation:
     max_sentences: int | None = None
     device: str = "cpu"
     fp16: bool = False
+    progress: bool = False  # a progress bar over the split's batches (for long splits)
 
 
 def generate_bleu(checkpoint: str | Path, data: str | Path, config: Any | None, generation: Generation = Generation(),
@@ -120,6 +121,10 @@ def generate(checkpoint: str | Path, data: str | Path, config: Any | None,
                                                          max_len_b=10))
     pad = task.target_dictionary.pad()
     hypotheses, references = {}, {}
+    if generation.progress:
+        from tqdm import tqdm
+
+        itr = tqdm(itr, total=len(itr), desc=f"translating {generation.split}", unit="batch")
     with torch.no_grad():
         for sample in itr:
             if device.type == "cuda":

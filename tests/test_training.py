@@ -221,7 +221,7 @@ def test_finetuning_with_distillation_from_the_supertransformer(trained, data_bi
         train(save_dir=tmp_path / "none", distill=Distillation(), **{**common, "restore_file": None})
 
 
-def test_sequence_level_distillation_data_holds_the_teachers_translations(trained, data_bin, tmp_path):
+def test_sequence_level_distillation_data_holds_the_teachers_translations(trained, data_bin, tmp_path, capsys):
     from fairseq.data import data_utils
 
     from hat.cli import main
@@ -230,6 +230,7 @@ def test_sequence_level_distillation_data_holds_the_teachers_translations(traine
     out = tmp_path / "distilled"
     assert main(["data", "distil", "--checkpoint", str(trained["last"]), "--data", str(data_bin), "--out", str(out),
                  "--split", "valid", "--beam", "2"]) == 0
+    assert "translating valid: 100%" in capsys.readouterr().err  # a long split shows its progress
     info = json.loads((out / "distilled.json").read_text())
     assert info["translated"] + info["kept"] == 60 and info["translated"] > 50
     _, hypotheses, _ = generate(trained["last"], data_bin, None, Generation("valid", beam=2))
