@@ -39,6 +39,7 @@ from tqdm import tqdm
 from hat.data.prepare import test_split
 from hat.errors import HatError
 from hat.io import atomic_write_text
+from hat.logs import log_file, setup_console
 from hat.stages import StageRunner
 from hat.training import Distillation
 
@@ -117,6 +118,14 @@ QUICK = Budget(vocab=1000, supernet_updates=30, finetune_updates=10, validations
                iterations=1, population=8, valid_subset=50, timing_passes=2, test_lines=40)
 
 
+def train_options(budget: Budget, updates: int) -> dict:
+    """fairseq options of every model the benchmark trains for ``updates`` updates."""
+    return {"max-update": updates, "max-tokens": budget.max_tokens, "lr": 1e-3,
+            "warmup-updates": max(1, updates // 5), "dropout": 0.2, "log-interval": 50,
+            "no-epoch-checkpoints": True, "keep-last-epochs": 1, "num-workers": 0,
+            "validate-interval-updates": max(1, updates // budget.validations)}
+
+
 class Experiment:
     def __init__(self, data: Path, out: Path, budget: Budget, threads: int, workers: int = 2) -> None:
         self.raw, self.out, self.b, self.threads, self.workers = data, out, budget, threads, workers
@@ -140,10 +149,7 @@ class Experiment:
             print(write_report(self.stages["measure"]["rows"], self.out, TEST_SETS, self.threads))
 
     def train_options(self, updates: int) -> dict:
-        return {"max-update": updates, "max-tokens": self.b.max_tokens, "lr": 1e-3,
-                "warmup-updates": max(1, updates // 5), "dropout": 0.2, "log-interval": 50,
-                "no-epoch-checkpoints": True, "keep-last-epochs": 1, "num-workers": 0,
-                "validate-interval-updates": max(1, updates // self.b.validations)}
+        return train_options(self.b, updates)
 
     def prepare(self) -> dict:
         from hat.data.prepare import prepare_data
@@ -151,8 +157,7 @@ class Experiment:
         for name in ("train", "val", *TEST_SETS):
             for lang in ("en", "de"):
                 if not (self.raw / f"{name}.{lang}").is_file():
-                    raise SystemExit(f"multi30k: error: {self.raw / f'{name}.{lang}'}: not found "
-                                     "(pass --data with the Multi30k folder)")
+                    raise HatError("not found (pass --data with the Multi30k folder)", self.raw / f"{name}.{lang}")
         tests = [self.raw / name for name in TEST_SETS]
         if self.b.test_lines:  # the first test_lines pairs of each test set
             cut = self.out / "test_cut"
@@ -355,7 +360,7 @@ class Experiment:
         models = list(self.stages["train"]["models"].values())
         jobs = [(model, self.out, self.bin, done) for model in models]
         with ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
-                                 initializer=one_thread) as pool:
+                                 initializer=measuring_worker, initargs=(self.out / "multi30k.log",)) as pool:
             rows = list(tqdm(pool.map(model_quality, jobs), total=len(jobs), desc="BLEU and export"))
         latency_file = done / "latency.json"
         latencies = json.loads(latency_file.read_text()) if latency_file.is_file() else {}
@@ -388,14 +393,29 @@ class Experiment:
         return {r["model"]: combined[r["config"]] for r in rows}
 
 
-def one_thread() -> None:
-    """A measuring worker computes on one thread (and so do the programs it starts)."""
+def measuring_worker(log_path: Path) -> None:
+    """A measuring worker computes on one thread (and so do the programs it starts); it logs INFO and
+    above to ``log_path`` and warnings (not library notices) to the console, whatever level a
+    library sets on the root logger."""
     import os
 
     import torch
 
+    from hat.logs import FORMAT
+
     os.environ["OMP_NUM_THREADS"] = "1"
     torch.set_num_threads(1)
+    detail = logging.FileHandler(log_path, encoding="utf-8")
+    detail.setLevel(logging.INFO)
+    console = logging.StreamHandler()
+    console.setLevel(logging.WARNING)
+    console.addFilter(lambda record: record.name != "py.warnings")  # library notices: the file only
+    root = logging.getLogger()
+    root.setLevel(logging.INFO)
+    for handler in (detail, console):
+        handler.setFormatter(logging.Formatter(FORMAT))
+        root.addHandler(handler)
+    logging.captureWarnings(True)
 
 
 def model_quality(job: tuple[dict, Path, Path, Path]) -> dict[str, Any]:
@@ -454,7 +474,7 @@ def slug(name: str) -> str:
     return "_".join(name.replace("(", " ").replace(")", " ").replace(",", " ").split())
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "multi30k")
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "multi30k")
@@ -465,7 +485,6 @@ def main() -> None:
                         help=f"override one budget field ({', '.join(f.name for f in dataclasses.fields(Budget))})")
     parser.add_argument("--stop-after", choices=STAGES, help="stop after this stage (a later run resumes)")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s | %(levelname)s | %(name)s | %(message)s")
     budget = QUICK if args.quick else Budget()
     fields = {f.name for f in dataclasses.fields(Budget)}
     for item in args.set:
@@ -479,9 +498,19 @@ def main() -> None:
         parser.error("--set: validations, supernet_updates and finetune_updates must be at least 1")
     if budget.timing_passes < 1:
         parser.error("--set timing_passes=0: at least one timing pass is needed")
-    log.info("budget: %s", budget)
-    Experiment(args.data, args.out, budget, args.threads, args.workers).run(args.stop_after)
+    setup_console()
+    args.out.mkdir(parents=True, exist_ok=True)
+    with log_file(args.out / "multi30k.log", console_shows=("multi30k",)) as detail:
+        log.info("Multi30k benchmark in %s; the full log is %s", args.out, detail)
+        log.info("budget: %s", budget)
+        try:
+            Experiment(args.data, args.out, budget, args.threads, args.workers).run(args.stop_after)
+        except HatError as err:
+            logging.getLogger("hat.detail.multi30k").info("stopped", exc_info=True)
+            print(f"multi30k: error: {err}", file=sys.stderr)
+            return 2
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import subprocess
 import sys
 from pathlib import Path
 
@@ -160,3 +161,44 @@ def test_models_of_one_architecture_are_timed_once(multi30k, tmp_path, monkeypat
     assert timed == [["big", "small"]] * 3  # 3 passes over 2 architectures, not 4 models
     assert latencies["largest (scratch)"] == latencies["largest (fine-tuned)"] == latencies["fairseq transformer (scratch)"]
     assert latencies["largest (scratch)"]["latency_ms"] == 11.0 and latencies["20ms (scratch)"]["latency_ms"] == 5.0
+
+
+def run_script(name: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "experiments" / f"{name}.py"), *args],
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_missing_data_is_one_line_and_exit_2(tmp_path):
+    proc = run_script("multi30k", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "out"))
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == f"multi30k: error: {tmp_path / 'nowhere' / 'train.en'}: not found " \
+                                                    "(pass --data with the Multi30k folder)"
+    assert "Traceback" not in proc.stderr
+    assert "Traceback" in (tmp_path / "out" / "multi30k.log").read_text()  # the details are in the log file
+
+
+def test_seqdistil_needs_a_finished_run(tmp_path):
+    proc = run_script("multi30k_seqdistil", "--run", str(tmp_path))
+    assert (proc.returncode, proc.stderr.strip()) == (2, f"multi30k_seqdistil: error: {tmp_path / 'stages.json'}: "
+                                                         "not found (pass --run with the output folder of experiments/multi30k.py)")
+
+
+def test_seqdistil_report_compares_the_three_kinds_of_target(tmp_path):
+    seqdistil = load("multi30k_seqdistil")
+    rows = [row("40ms (fine-tuned)", 20.0, 40.0, track="fine-tuned"),
+            row("40ms (fine-tuned, distilled)", (20.5, 19.0, 20.1), 40.0, track="fine-tuned"),
+            row("40ms (scratch)", 18.0, 40.0), row("40ms (scratch, distilled)", 17.0, 40.0),
+            row("largest (scratch)", (30.0, 28.0, 26.0), 120.0, role="largest")]
+    students = [{"model": "40ms (fine-tuned, seq-distilled)", "track": "fine-tuned", "bleu": dict(zip(SETS, (21.0,) * 3))},
+                {"model": "40ms (scratch, seq-distilled)", "track": "scratch", "bleu": dict(zip(SETS, (18.5, 17.5, 18.0)))}]
+    run = seqdistil.Run(tmp_path, None, "super.pt", "c.yaml", "40ms", rows, {})
+    stages = {"distil": {"translated": 28990, "kept": 10}, "measure": {"rows": students}}
+    text = seqdistil.report(run, "largest (scratch)", stages, tmp_path)
+    assert "BLEU 30.00 / 28.00 / 26.00); it translated 28990 training pairs (10 kept" in text
+    assert "| 40ms (fine-tuned, distilled) | fine-tuned | word-level distillation | 20.50 | 19.00 | 20.10 | 19.87 | -0.13 |" in text
+    assert "| 40ms (scratch, seq-distilled) | scratch | sequence-level distillation | 18.50 | 17.50 | 18.00 | 18.00 | +0.00 |" in text
+    assert "- fine-tuned track, word-level distillation: higher BLEU than the references on 2 of 3 test sets (mean -0.13)." in text
+    assert "- fine-tuned track, sequence-level distillation: higher BLEU than the references on 3 of 3 test sets (mean +1.00)." in text
+    assert "- scratch track, sequence-level distillation: higher BLEU than the references on 1 of 3 test sets (mean +0.00)." in text
+    assert (tmp_path / "RESULTS.md").read_text() == text
+    assert (tmp_path / "bleu.png").stat().st_size > 10_000
