@@ -404,6 +404,23 @@ def test_onnxruntime_tables_dataset_and_predictor(piece_cache, tmp_path, capsys)
     assert main(base + ["--samples", "1", "--precision", "int8", "--backend", "torch"]) == 2  # onnxruntime options only
 
 
+def test_composed_decoder_layers_may_attend_to_different_encoder_layers(piece_cache, tmp_path):
+    """One composed graph holds cross keys of several lengths (1 and 2 x src_len here): each decoder
+    layer's length keeps its own name in the graph's shapes, so onnxruntime runs the beam loop."""
+    pytest.importorskip("onnxruntime")
+    import dataclasses
+
+    from hat.export.ort_backend import OnnxBackend
+    from hat.export.ort_worker import BeamWorkload
+    from hat.export.runtime import OnnxRuntimeModel
+
+    space = SearchSpace.from_yaml(write_space(tmp_path, ORT_SPACE, "space_ort.yaml"))
+    config = dataclasses.replace(space.largest(), decoder_ende_attn=(-1, 1))
+    encoder, decoder = OnnxBackend("fp32").model_graphs(space, config, FAST.vocab)
+    workload = BeamWorkload(OnnxRuntimeModel(encoder, decoder, 1, 1), FAST)
+    workload.decoder()  # beam steps over both layers' cross keys
+
+
 @pytest.mark.slow  # a subprocess that composes and times graphs: about 20 s
 def test_onnxruntime_worker_imports_neither_torch_nor_fairseq(piece_cache, micro, tmp_path):
     """The measuring side of --backend onnxruntime: graphs built here, timed where only numpy and

@@ -26,9 +26,22 @@ class _Builder:
         self.opsets: list[onnx.OperatorSetIdProto] = []
         self.ir_version = 0
 
-    def add(self, piece: onnx.ModelProto, prefix: str, bindings: dict[str, str]) -> None:
-        """Add one instance of ``piece``: its inputs/outputs renamed by ``bindings``, the rest by ``prefix``."""
+    def add(self, piece: onnx.ModelProto, prefix: str, bindings: dict[str, str], dims: dict[str, str] | None = None) -> None:
+        """Add one instance of ``piece``: its inputs/outputs renamed by ``bindings``, the rest by ``prefix``,
+        and the symbolic dimensions of its shapes by ``dims`` (a symbol one piece uses for a length
+        that differs between its instances, such as ``cross_len``, must not join them in one graph)."""
         graph = piece.graph
+        dims = dims or {}
+
+        def copy_info(value: onnx.ValueInfoProto, name: str) -> onnx.ValueInfoProto:
+            info = onnx.ValueInfoProto()
+            info.CopyFrom(value)
+            info.name = name
+            for dim in info.type.tensor_type.shape.dim:
+                if dim.dim_param in dims:
+                    dim.dim_param = dims[dim.dim_param]
+            return info
+
         ends = {v.name for v in graph.input} | {v.name for v in graph.output}
         if not ends <= set(bindings):
             raise ValueError(f"piece {graph.name}: unbound inputs/outputs {sorted(ends - set(bindings))}")
@@ -39,10 +52,7 @@ class _Builder:
             copy.name = rename(tensor.name)
             self.initializers.append(copy)
         for value in graph.value_info:  # intermediate shapes: onnxruntime's fusions need them
-            info = onnx.ValueInfoProto()
-            info.CopyFrom(value)
-            info.name = rename(value.name)
-            self.value_info.append(info)
+            self.value_info.append(copy_info(value, rename(value.name)))
         for node in graph.node:
             if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute):
                 raise ValueError(f"piece {graph.name}: control flow ({node.op_type}) is not supported")
@@ -54,9 +64,7 @@ class _Builder:
             self.nodes.append(copy)
         for kind, values in (("input", graph.input), ("output", graph.output)):
             for value in values:
-                info = onnx.ValueInfoProto()
-                info.CopyFrom(value)
-                info.name = bindings[value.name]
+                info = copy_info(value, bindings[value.name])
                 (self.inputs if kind == "input" else self.outputs).setdefault(info.name, info)
         if not self.opsets:
             self.opsets, self.ir_version = list(piece.opset_import), piece.ir_version
@@ -109,7 +117,7 @@ def compose_decoder_step(keys: dict[str, Any], load: PieceLoader) -> onnx.ModelP
             "x": f"x_{i}", "cross_mask": masks[k], "cross_k": f"cross_k_{i}", "cross_v": f"cross_v_{i}",
             "past_k": f"past_k_{i}", "past_v": f"past_v_{i}", "y": f"x_{i + 1}",
             "present_k": f"present_k_{i}", "present_v": f"present_v_{i}",
-        })
+        }, dims={"cross_len": "src_len" if k == 1 else f"{k}*src_len"})  # as the encoder's cross_kv pieces name it
     builder.add(load(keys["output"]), "output/", {"x": f"x_{len(layers)}", "log_probs": "log_probs"})
     if "padding_mask" not in builder.inputs:  # every layer attends to k > 1 outputs: the mask enters via Tile only
         builder.inputs["padding_mask"] = _mask_input(load(layers[0]))
