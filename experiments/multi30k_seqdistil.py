@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from hat.errors import HatError
-from hat.io import atomic_write_text, load_json
+from hat.io import atomic_write_text, file_content, load_json
 from hat.logs import log_file, setup_console
 from hat.stages import StageRunner
 
@@ -54,10 +54,13 @@ class Run:
         stages = load_json(path, "stage record")
         if "measure" not in stages:
             raise HatError("the benchmark has not finished its measure stage; run experiments/multi30k.py first", path)
-        budget = Budget(**load_json(folder / "settings.json", "run settings")["budget"])
-        key = stages["search"]["scratch"]
-        return cls(folder, budget, stages["supernet"]["checkpoint"], stages["search"]["configs"][key], key,
-                   stages["measure"]["rows"], stages["train"]["models"])
+        settings = load_json(folder / "settings.json", "run settings")
+        with file_content(folder / "settings.json", "run settings"):
+            budget = Budget(**settings["budget"])
+        with file_content(path, "stage record"):
+            key = stages["search"]["scratch"]
+            return cls(folder, budget, stages["supernet"]["checkpoint"], stages["search"]["configs"][key], key,
+                       stages["measure"]["rows"], stages["train"]["models"])
 
     def row(self, name: str) -> dict:
         return next(r for r in self.rows if r["model"] == name)
@@ -68,7 +71,7 @@ class SeqDistillation:
         if teacher not in run.models or run.models[teacher]["role"] == "fairseq":
             names = ", ".join(repr(n) for n, m in run.models.items() if m["role"] != "fairseq")
             raise HatError(f"--teacher {teacher!r} is not one of the run's HAT models ({names})", run.folder / "stages.json")
-        self.run_, self.teacher, self.beam, self.workers = run, teacher, beam, workers
+        self.source, self.teacher, self.beam, self.workers = run, teacher, beam, workers
         self.out = run.folder / "seqdistil"
         self.out.mkdir(exist_ok=True)
         settings = {"teacher": teacher, "beam": beam, "budget": dataclasses.asdict(run.budget), "config": run.config}
@@ -76,11 +79,11 @@ class SeqDistillation:
         self.bin = self.out / "data-bin"
 
     def students(self) -> list[dict]:
-        key = self.run_.key
+        key = self.source.key
         return [{"name": f"{key} (fine-tuned, seq-distilled)", "track": "fine-tuned",
-                 "updates": self.run_.budget.finetune_updates, "restore": self.run_.supernet},
+                 "updates": self.source.budget.finetune_updates, "restore": self.source.supernet},
                 {"name": f"{key} (scratch, seq-distilled)", "track": "scratch",
-                 "updates": self.run_.budget.scratch_updates, "restore": None}]
+                 "updates": self.source.budget.scratch_updates, "restore": None}]
 
     def run(self) -> dict[str, Any]:
         return self.runner.run([("distil", self.distil), ("train", self.train), ("measure", self.measure)])
@@ -88,9 +91,9 @@ class SeqDistillation:
     def distil(self) -> dict:
         from hat.data.distill import MARKER, distil_data
 
-        checkpoint = self.run_.models[self.teacher]["checkpoint"]
+        checkpoint = self.source.models[self.teacher]["checkpoint"]
         log.info("the teacher %r translates the training set (beam %d)", self.teacher, self.beam)
-        distil_data(checkpoint, self.run_.folder / "data-bin", self.bin, beam=self.beam)
+        distil_data(checkpoint, self.source.folder / "data-bin", self.bin, beam=self.beam)
         made = load_json(self.bin / MARKER, "distillation record")
         return {"teacher": checkpoint, "translated": made["translated"], "kept": made["kept"]}
 
@@ -100,8 +103,8 @@ class SeqDistillation:
         for student in self.students():
             log.info("training %s", student["name"])
             train(space=SPACE, data=self.bin, save_dir=self.out / "models" / slug(student["name"]),
-                  subtransformer_config=self.run_.config, restore_file=student["restore"],
-                  reset_optimizer=student["restore"] is not None, options=train_options(self.run_.budget, student["updates"]))
+                  subtransformer_config=self.source.config, restore_file=student["restore"],
+                  reset_optimizer=student["restore"] is not None, options=train_options(self.source.budget, student["updates"]))
         return {"checkpoints": {s["name"]: str(self.out / "models" / slug(s["name"]) / "checkpoint_best.pt")
                                 for s in self.students()}}
 
@@ -110,7 +113,7 @@ class SeqDistillation:
         from concurrent.futures import ProcessPoolExecutor
 
         checkpoints = self.runner.results["train"]["checkpoints"]
-        jobs = [(checkpoints[s["name"]], self.run_.folder / "data-bin", self.run_.config, split)
+        jobs = [(checkpoints[s["name"]], self.source.folder / "data-bin", self.source.config, split)
                 for s in self.students() for split in SPLITS]
         log.info("BLEU of %d students on %d test sets", len(checkpoints), len(SPLITS))
         with ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
