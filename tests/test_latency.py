@@ -171,6 +171,32 @@ def test_resuming_with_another_protocol_is_refused(micro, tmp_path):
         LatencyCollector(micro, other, tmp_path, progress=False).collect_dataset(1)
 
 
+def _edit_header(path: Path, edit) -> None:
+    first, rest = path.read_text().split("\n", 1)
+    meta = json.loads(first.removeprefix("# hat-latency "))
+    edit(meta)
+    path.write_text(f"# hat-latency {json.dumps(meta)}\n{rest}")
+
+
+def test_resuming_into_rows_timed_on_graphs_built_another_way_is_refused(micro, tmp_path):
+    from hat.export.compose import COMPOSE_VERSION
+    from hat.export.ort_backend import OnnxBackend
+    from hat.latency.collector import recorded_graphs
+
+    assert OnnxBackend.graphs == f"composed-{COMPOSE_VERSION}" != "composed-1"
+    data = LatencyCollector(micro, FAST, tmp_path, progress=False).collect_dataset(1)
+    assert data.meta["graphs"] == "eager"
+    # a torch file from before files recorded their graphs was timed as now: it resumes
+    _edit_header(tmp_path / "dataset.csv", lambda meta: meta.pop("graphs"))
+    assert len(LatencyCollector(micro, FAST, tmp_path, progress=False).collect_dataset(2)) == 2
+    # an onnxruntime file from before composing kept the pieces' shapes does not
+    legacy = {"reference": {"backend": "onnxruntime"}, "device": {"backend": "onnxruntime"}}
+    assert recorded_graphs(legacy) == "composed-1" and recorded_graphs({**legacy, "graphs": "x"}) == "x"
+    _edit_header(tmp_path / "dataset.csv", lambda meta: meta.update(graphs="composed-1"))
+    with pytest.raises(HatError, match="built as 'composed-1', not 'eager'.*use a new --out"):
+        LatencyCollector(micro, FAST, tmp_path, progress=False).collect_dataset(3)
+
+
 def _synthetic_dataset(space: SearchSpace, n: int, seed: int = 0) -> LatencyDataset:
     """Latencies that are an exact positive linear function of the structural features."""
     configs = [space.sample(seed=seed * 10_000 + i) for i in range(n)]
@@ -391,6 +417,7 @@ def test_onnxruntime_tables_dataset_and_predictor(piece_cache, tmp_path, capsys)
     predictor = LatencyPredictor.load(tmp_path / "p.json")
     runtime = predictor.runtime
     assert (runtime["backend"], runtime["precision"], runtime["vocab"], runtime["beam"]) == ("onnxruntime", "int8", 50, 2)
+    assert predictor.info["graphs"] == "composed-2"  # the composer that built the timed models
     # hat verify gauges the machine with the reference model, rebuilt on the predictor's runtime
     from hat.export.verify import reference_workload
     from hat.latency.measure import measure_interleaved

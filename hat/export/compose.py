@@ -12,6 +12,10 @@ import onnx
 from onnx import helper, numpy_helper
 
 PieceLoader = Callable[[tuple], onnx.ModelProto]  # piece key -> its ONNX model
+# Bumped whenever composing changes what onnxruntime runs: 2 keeps the pieces' intermediate shapes,
+# so onnxruntime fuses the same ops as in exported graphs (1, unrecorded in files, dropped them).
+# Latency files record it; rows timed on graphs composed another way are not resumed into.
+COMPOSE_VERSION = 2
 
 
 class _Builder:

@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from hat.export.compose import COMPOSE_VERSION
 from hat.export.ort_worker import measure_onnx_items
 from hat.space import SearchSpace, SubTransformerConfig, ende_attn_layers
 
@@ -26,6 +27,7 @@ class OnnxBackend:
     """onnxruntime at ``precision`` (fp32, or int8 dynamic quantization as ``hat export`` writes it)."""
 
     name = "onnxruntime"
+    graphs = f"composed-{COMPOSE_VERSION}"  # how whole models are built (see hat.export.compose)
 
     def __init__(self, precision: str = "fp32", provider: str = "CPUExecutionProvider",
                  cache: str | Path | None = None) -> None:

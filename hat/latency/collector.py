@@ -25,7 +25,7 @@ from hat.io import atomic_write_text
 from hat.latency.dataset import LatencyDataset, write_dataset
 from hat.latency.measure import total_ms as _total
 from hat.latency.records import (  # noqa: F401 - reference_noise is re-exported
-    REFERENCE_FILE, dataset_row, interleave, part_ms, read_reference_rows, reference_noise,
+    REFERENCE_FILE, dataset_row, interleave, part_ms, read_reference_rows, recorded_graphs, reference_noise,
 )
 from hat.latency.protocol import Protocol
 from hat.latency.tables import LatencyTables, table_entries
@@ -47,6 +47,7 @@ class MeasureBackend(Protocol_):
 
     name: str
     precision: str
+    graphs: str  # how whole models are built for timing; files record it so resuming never mixes two ways
     worker: Worker
 
     def payload(self, space: SearchSpace, protocol: Protocol, items: list[Item]) -> dict: ...
@@ -140,6 +141,7 @@ class LatencyCollector:
             "protocol": self.protocol.to_dict(),
             "device": self._device,
             "reference": self.reference_spec(),
+            "graphs": self.backend.graphs,
         }
 
     def reference_spec(self) -> dict[str, Any]:
@@ -158,6 +160,10 @@ class LatencyCollector:
             raise HatError(f"existing file was measured for space '{meta.get('space')}', not '{self.space.name}'", path)
         if meta.get("protocol") != self.protocol.to_dict():
             raise HatError("existing file was measured with another protocol (src-len/beam/vocab/runs/threads); use a new --out", path)
+        found = recorded_graphs(meta)
+        if found != self.backend.graphs:
+            raise HatError(f"existing file was measured on models built as '{found}', not '{self.backend.graphs}' "
+                           "as now (an earlier HAT's onnxruntime graphs time differently); use a new --out", path)
 
     def _measure(self, items: list[Item]) -> tuple[list[Result], Result]:
         reference = {"kind": "model", "config": self.reference.to_dict(include_space=False)}

@@ -16,6 +16,7 @@ from hat.errors import HatError
 from hat.io import atomic_write_json
 from hat.latency.dataset import LatencyDataset
 from hat.latency.protocol import Protocol
+from hat.latency.records import recorded_graphs
 from hat.latency.runtime_info import runtime_of
 from hat.latency.features import hat_feature_matrix, structural_features
 from hat.latency.fitting import HAT_MLP, MlpRecipe, fit_mlp, fit_ridge, mlp_forward  # noqa: F401  (HAT_MLP: public)
@@ -105,7 +106,8 @@ class LatencyPredictor:
                      "feature_range": [dataset.features.min(axis=0).tolist(), dataset.features.max(axis=0).tolist()]}
         if dataset.meta:
             self.info.update(space=dataset.meta.get("space"), space_fingerprint=dataset.meta.get("space_fingerprint"),
-                             device=dataset.meta.get("device"), protocol=dataset.meta.get("protocol"))
+                             device=dataset.meta.get("device"), protocol=dataset.meta.get("protocol"),
+                             graphs=recorded_graphs(dataset.meta))
             if dataset.meta.get("space_spec"):
                 self.info["space_spec"] = dataset.meta["space_spec"]
         if self.tables is not None:

@@ -1,5 +1,6 @@
 """What the collector records: end-to-end dataset rows, the reference model's timings per chunk,
-and the order in which several datasets' configs are measured."""
+the order in which several datasets' configs are measured,
+and how the models of a file were built for timing."""
 from __future__ import annotations
 
 import csv
@@ -79,3 +80,15 @@ def reference_noise(out_dir: str | Path) -> dict[str, float] | None:
         "cv": float(totals.std() / totals.mean()), "max_over_min": float(totals.max() / totals.min()),
         "remeasured": sum(r.get("accepted") == "0" for r in rows),
     }
+
+
+# What files written before latency files recorded ``graphs`` were timed on, by backend.
+GRAPHS_BEFORE_RECORDING = {"onnxruntime": "composed-1", "torch": "eager", "cuda": "eager"}
+
+
+def recorded_graphs(meta: dict[str, Any]) -> str | None:
+    """How the models of a latency file were built for timing (``graphs`` in its header)."""
+    if "graphs" in meta:
+        return meta["graphs"]
+    backend = (meta.get("reference") or {}).get("backend") or (meta.get("device") or {}).get("backend")
+    return GRAPHS_BEFORE_RECORDING.get(backend)

@@ -167,6 +167,7 @@ class TorchBackend:
     """PyTorch eager on the CPU (``torch``) or a GPU (``cuda``): items travel as plain data."""
 
     precision = "fp32"
+    graphs = "eager"  # whole models run as PyTorch modules
 
     def __init__(self, name: str = "torch") -> None:
         self.name = name
