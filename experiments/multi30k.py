@@ -88,7 +88,7 @@ SPLITS = tuple(test_split(i) for i in range(len(TEST_SETS)))  # their fairseq sp
 
 @dataclasses.dataclass
 class Budget:
-    """How much of everything; the default took 2 h 22 min on 2 CPU cores (BENCHMARKS.md).
+    """How much of everything; the default took 45 min to 2 h 22 min on 2 CPU cores, by host (BENCHMARKS.md).
 
     From-scratch models train for ``supernet_updates + finetune_updates`` updates: the total a
     fine-tuned SubTransformer cost. HAT trains for 40k updates on GPUs; raise budgets with --set

@@ -42,7 +42,7 @@ class Run:
     budget: Budget
     supernet: str
     config: str  # the / 3 model's architecture (YAML)
-    key: str  # its constraint, e.g. '49.2ms'
+    key: str  # its constraint, e.g. '23.2ms'
     rows: list[dict]
     models: dict[str, dict]
 
