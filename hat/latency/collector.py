@@ -163,7 +163,7 @@ class LatencyCollector:
         found = recorded_graphs(meta)
         if found != self.backend.graphs:
             raise HatError(f"existing file was measured on models built as '{found}', not '{self.backend.graphs}' "
-                           "as now (an earlier HAT's onnxruntime graphs time differently); use a new --out", path)
+                           "as now (another backend, or an earlier HAT's composing); use a new --out", path)
 
     def _measure(self, items: list[Item]) -> tuple[list[Result], Result]:
         reference = {"kind": "model", "config": self.reference.to_dict(include_space=False)}
