@@ -192,6 +192,7 @@ def test_resuming_into_rows_timed_on_graphs_built_another_way_is_refused(micro, 
     # an onnxruntime file from before composing kept the pieces' shapes does not
     legacy = {"reference": {"backend": "onnxruntime"}, "device": {"backend": "onnxruntime"}}
     assert recorded_graphs(legacy) == "composed-1" and recorded_graphs({**legacy, "graphs": "x"}) == "x"
+    assert recorded_graphs({"reference": "onnxruntime", "device": {"backend": "torch"}}) == "eager"  # malformed part skipped
     _edit_header(tmp_path / "dataset.csv", lambda meta: meta.update(graphs="composed-1"))
     with pytest.raises(HatError, match="built as 'composed-1', not 'eager'.*use a new --out"):
         LatencyCollector(micro, FAST, tmp_path, progress=False).collect_dataset(3)

@@ -89,6 +89,7 @@ GRAPHS_BEFORE_RECORDING = {"onnxruntime": "composed-1", "torch": "eager", "cuda"
 def recorded_graphs(meta: dict[str, Any]) -> str | None:
     """How the models of a latency file were built for timing (``graphs`` in its header)."""
     if "graphs" in meta:
-        return meta["graphs"]
-    backend = (meta.get("reference") or {}).get("backend") or (meta.get("device") or {}).get("backend")
-    return GRAPHS_BEFORE_RECORDING.get(backend)
+        return str(meta["graphs"])
+    described = [meta.get(part) for part in ("reference", "device")]
+    backends = [part.get("backend") for part in described if isinstance(part, dict) and part.get("backend")]
+    return GRAPHS_BEFORE_RECORDING.get(backends[0]) if backends else None
