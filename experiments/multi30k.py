@@ -15,7 +15,7 @@ killed training resumes from its last checkpoint):
              from the SuperTransformer for finetune_updates; from-scratch track, for
              supernet_updates + finetune_updates: the / 3 model, the largest, the stock
              architecture (the largest attending to the last encoder layer) and fairseq's own
-             `transformer` of it; the / 3 model again with word-level distillation from the
+             `transformer` of it, with the same options; the / 3 model again with word-level distillation from the
              SuperTransformer's largest SubTransformer, on both tracks
   measure    sacreBLEU (beam 5) on test_2016_flickr, test_2017_flickr and test_2018_flickr;
              onnxruntime latency of every architecture (batch 1, beam 5, 30 source tokens; all
@@ -132,7 +132,8 @@ class Experiment:
         self.out.mkdir(parents=True, exist_ok=True)
         settings = {"budget": dataclasses.asdict(budget), "threads": threads, "divisors": DIVISORS,
                     "scratch_divisor": SCRATCH_DIVISOR, "winner_tolerance": WINNER_TOLERANCE,
-                    "winner_rounds": WINNER_ROUNDS, "distillation": dataclasses.asdict(Distillation())}
+                    "winner_rounds": WINNER_ROUNDS, "distillation": dataclasses.asdict(Distillation()),
+                    "stock_transformer_options": "hat-train-defaults"}
         self.runner = StageRunner(out / "stages.json", log, settings)
         self.stages = self.runner.results
         self.bin = out / "data-bin"
@@ -330,23 +331,7 @@ class Experiment:
 
     def stock_transformer(self, save: Path) -> None:
         """fairseq's own ``transformer`` of the stock architecture, with the from-scratch options."""
-        from hat.space import SearchSpace
-        from hat.training import stock_transformer_argv
-
-        options = self.train_options(self.b.scratch_updates)
-        if stock_updates(save / "checkpoint_last.pt") >= options["max-update"]:
-            return  # done (fairseq would resume it and take one more update)
-        largest = SearchSpace.from_yaml(SPACE).largest()
-        argv = [str(self.bin), "--save-dir", str(save), *stock_transformer_argv(largest),
-                "--optimizer", "adam", "--adam-betas", "(0.9, 0.98)", "--lr-scheduler", "inverse_sqrt",
-                "--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1", "--cpu"]
-        for key, value in options.items():
-            argv += [f"--{key}"] if value is True else [f"--{key}", str(value)]
-        save.mkdir(parents=True, exist_ok=True)
-        with (save / "train.log").open("a") as detail:
-            subprocess.run([sys.executable, "-c", f"{ALLOW_NAMESPACE} from hat.training import parse_train_argv, "
-                            "run_fairseq_train; run_fairseq_train(parse_train_argv(sys.argv[1:]))", *argv],
-                           check=True, stdout=detail, stderr=subprocess.STDOUT)
+        train_stock_transformer(self.bin, save, self.train_options(self.b.scratch_updates))
 
     def measure(self) -> dict:
         """BLEU on the three test sets and an onnxruntime export of every model (``workers``
@@ -391,6 +376,25 @@ class Experiment:
         passes = [measure_interleaved(workloads, protocol) for _ in tqdm(range(self.b.timing_passes), desc="timing passes")]
         combined = combine_passes(passes)
         return {r["model"]: combined[r["config"]] for r in rows}
+
+
+def train_stock_transformer(data: Path, save: Path, options: dict) -> None:
+    """fairseq's own ``transformer`` of the stock architecture (the space's largest, uniform), trained
+    with exactly the options HAT's models get (``hat train``'s defaults updated by ``options``), so
+    that the two differ only in their model code. Resumes from ``save``; does nothing once done."""
+    from hat.space import SearchSpace
+    from hat.training import DEFAULTS, options_to_argv, stock_transformer_argv
+
+    options = {**DEFAULTS, **options, "cpu": True}
+    if stock_updates(save / "checkpoint_last.pt") >= options["max-update"]:
+        return  # done (fairseq would resume it and take one more update)
+    largest = SearchSpace.from_yaml(SPACE).largest()
+    argv = [str(data), "--save-dir", str(save), *stock_transformer_argv(largest), *options_to_argv(options)]
+    save.mkdir(parents=True, exist_ok=True)
+    with (save / "train.log").open("a") as detail:
+        subprocess.run([sys.executable, "-c", f"{ALLOW_NAMESPACE} from hat.training import parse_train_argv, "
+                        "run_fairseq_train; run_fairseq_train(parse_train_argv(sys.argv[1:]))", *argv],
+                       check=True, stdout=detail, stderr=subprocess.STDOUT)
 
 
 def measuring_worker(log_path: Path) -> None:
