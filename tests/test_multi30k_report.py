@@ -202,3 +202,43 @@ def test_seqdistil_report_compares_the_three_kinds_of_target(tmp_path):
     assert "- scratch track, sequence-level distillation: higher BLEU than the references on 1 of 3 test sets (mean +0.00)." in text
     assert (tmp_path / "RESULTS.md").read_text() == text
     assert (tmp_path / "bleu.png").stat().st_size > 10_000
+
+
+def test_stock_study_needs_a_prepared_run(tmp_path):
+    proc = run_script("multi30k_stock", "--run", str(tmp_path))
+    assert (proc.returncode, proc.stderr.strip()) == (2, f"multi30k_stock: error: {tmp_path / 'stages.json'}: "
+                                                         "not found (pass --run with the output folder of experiments/multi30k.py)")
+
+
+def test_stock_study_reports_seeds_spreads_and_the_mean_gap(tmp_path):
+    stock = load("multi30k_stock")
+
+    def scores(hat: tuple, fairseq: tuple) -> dict:
+        return {"bleu": {"HAT": dict(zip(SETS, hat)), "fairseq": dict(zip(SETS, fairseq))}}
+
+    stages = {"seed 1": scores((10.0, 7.0, 5.0), (10.5, 7.0, 5.5)), "seed 2": scores((11.0, 7.4, 6.0), (10.9, 7.2, 5.9))}
+    text = stock.report(stages, [1, 2], tmp_path)
+    assert "| 1 | 10.00 | 10.50 | -0.50 | 7.00 | 7.00 | +0.00 | 5.00 | 5.50 | -0.50 |" in text
+    assert "| mean ± sd | 10.50 ± 0.71 | 10.70 ± 0.28 | -0.20 ± 0.42 |" in text
+    assert text.splitlines()[-1] == ("- Goal (HAT within 0.3 BLEU of fairseq's transformer on each test set, mean over "
+                                     "2 seeds): -0.20 / +0.10 / -0.20: met.")
+    stages["seed 2"] = scores((11.0, 7.4, 5.6), (10.9, 7.2, 5.9))
+    assert stock.report(stages, [1, 2], tmp_path).splitlines()[-1].endswith("-0.20 / +0.10 / -0.40: not met.")
+    assert (tmp_path / "bleu.png").stat().st_size > 10_000
+
+
+def test_fairseq_transformer_gets_exactly_the_options_of_hat_training(multi30k, tmp_path, monkeypatch):
+    """The stock comparison differs only in model code: HAT's defaults (attention dropout, weight
+    decay, warm-up start, ...) reach fairseq's transformer, and the budget's options override them."""
+    from hat.training import DEFAULTS, options_to_argv
+
+    calls = []
+    monkeypatch.setattr(multi30k.subprocess, "run", lambda argv, **kw: calls.append(argv))
+    options = multi30k.train_options(multi30k.Budget(), 480) | {"seed": 3}
+    multi30k.train_stock_transformer(tmp_path / "bin", tmp_path / "save", options)
+    argv = calls[0][calls[0].index("--arch"):]
+    expected = options_to_argv({**DEFAULTS, **options})
+    assert " ".join(expected) in " ".join(argv)
+    for flag, value in (("--attention-dropout", "0.1"), ("--weight-decay", "0.0001"), ("--seed", "3"),
+                        ("--max-tokens", "2048"), ("--dropout", "0.2")):
+        assert argv[argv.index(flag) + 1] == value
