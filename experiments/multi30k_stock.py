@@ -9,7 +9,8 @@ layer only) are trained from scratch with the benchmark's from-scratch budget an
 options (`hat train`'s defaults, the budget's, and the seed), then scored by sacreBLEU (beam 5) on
 the three test sets: HAT's through its own decoder, fairseq's through fairseq-generate.
 RESULTS.md and bleu.png give every seed, each model's mean and spread, and the mean of the per-seed
-differences against the goal (HAT within GOAL BLEU of fairseq on each test set).
+differences against the goal (HAT within GOAL BLEU of fairseq on each test set) with its 95%
+interval, which says whether the seeds run settle the goal.
 """
 from __future__ import annotations
 
@@ -110,6 +111,15 @@ def spread(values: list[float]) -> str:
     return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
 
 
+def mean_interval(values: list[float], confidence: float = 0.95) -> tuple[float, float]:
+    """Confidence interval of the mean of ``values`` (Student's t; at least two values)."""
+    from scipy import stats
+
+    centre, error = statistics.mean(values), statistics.stdev(values) / len(values) ** 0.5
+    half = stats.t.ppf(0.5 + confidence / 2, len(values) - 1) * error
+    return centre - half, centre + half
+
+
 def report(stages: dict[str, Any], seeds: list[int], out: Path) -> str:
     """RESULTS.md: BLEU per seed and model, means and spreads, the paired differences and the verdict."""
     bleu = {seed: stages[f"seed {seed}"]["bleu"] for seed in seeds}
@@ -126,11 +136,19 @@ def report(stages: dict[str, Any], seeds: list[int], out: Path) -> str:
         cells += [spread([bleu[s][m][t] for s in seeds]) for m in MODELS]
         cells.append(spread([bleu[s]["HAT"][t] - bleu[s]["fairseq"][t] for s in seeds]))
     lines += ["| mean ± sd | " + " | ".join(cells) + " |", ""]
-    gaps = {t: statistics.mean(bleu[s]["HAT"][t] - bleu[s]["fairseq"][t] for s in seeds) for t in TEST_SETS}
+    differences = {t: [bleu[s]["HAT"][t] - bleu[s]["fairseq"][t] for s in seeds] for t in TEST_SETS}
+    gaps = {t: statistics.mean(d) for t, d in differences.items()}
     met = all(abs(gap) <= GOAL for gap in gaps.values())
     lines.append(f"- Goal (HAT within {GOAL} BLEU of fairseq's transformer on each test set, mean over "
                  f"{len(seeds)} seed{'s' * (len(seeds) > 1)}): " + " / ".join(f"{g:+.2f}" for g in gaps.values())
                  + f": {'met' if met else 'not met'}.")
+    if len(seeds) > 1:
+        intervals = {t: mean_interval(d) for t, d in differences.items()}
+        resolved = sum(low > -GOAL and high < GOAL or low > GOAL or high < -GOAL for low, high in intervals.values())
+        lines.append(f"- 95% interval of the mean difference (Student's t, {len(seeds) - 1} degrees of freedom): "
+                     + " / ".join(f"[{low:+.2f}, {high:+.2f}]" for low, high in intervals.values())
+                     + f"; it settles the goal (inside, or wholly outside, ±{GOAL}) on {resolved} of "
+                     f"{len(TEST_SETS)} test sets.")
     text = "\n".join(lines) + "\n"
     atomic_write_text(out / "RESULTS.md", text)
     plot(bleu, out / "bleu.png")

@@ -220,10 +220,17 @@ def test_stock_study_reports_seeds_spreads_and_the_mean_gap(tmp_path):
     text = stock.report(stages, [1, 2], tmp_path)
     assert "| 1 | 10.00 | 10.50 | -0.50 | 7.00 | 7.00 | +0.00 | 5.00 | 5.50 | -0.50 |" in text
     assert "| mean ± sd | 10.50 ± 0.71 | 10.70 ± 0.28 | -0.20 ± 0.42 |" in text
-    assert text.splitlines()[-1] == ("- Goal (HAT within 0.3 BLEU of fairseq's transformer on each test set, mean over "
+    assert text.splitlines()[-2] == ("- Goal (HAT within 0.3 BLEU of fairseq's transformer on each test set, mean over "
                                      "2 seeds): -0.20 / +0.10 / -0.20: met.")
+    assert text.splitlines()[-1] == ("- 95% interval of the mean difference (Student's t, 1 degrees of freedom): "
+                                     "[-4.01, +3.61] / [-1.17, +1.37] / [-4.01, +3.61]; it settles the goal (inside, "
+                                     "or wholly outside, ±0.3) on 0 of 3 test sets.")
     stages["seed 2"] = scores((11.0, 7.4, 5.6), (10.9, 7.2, 5.9))
-    assert stock.report(stages, [1, 2], tmp_path).splitlines()[-1].endswith("-0.20 / +0.10 / -0.40: not met.")
+    assert stock.report(stages, [1, 2], tmp_path).splitlines()[-2].endswith("-0.20 / +0.10 / -0.40: not met.")
+    steady = {f"seed {s}": scores((10.1, 8.0, 5.0), (10.0, 7.0, 5.0)) for s in (1, 2, 3)}  # no spread at all
+    assert stock.report(steady, [1, 2, 3], tmp_path).splitlines()[-1].endswith(
+        "[+0.10, +0.10] / [+1.00, +1.00] / [+0.00, +0.00]; it settles the goal (inside, or wholly outside, ±0.3) "
+        "on 3 of 3 test sets.")
     assert (tmp_path / "bleu.png").stat().st_size > 10_000
 
 
