@@ -177,9 +177,10 @@ def test_missing_data_is_one_line_and_exit_2(tmp_path):
     assert "Traceback" in (tmp_path / "out" / "multi30k.log").read_text()  # the details are in the log file
 
 
-def test_seqdistil_needs_a_finished_run(tmp_path):
-    proc = run_script("multi30k_seqdistil", "--run", str(tmp_path))
-    assert (proc.returncode, proc.stderr.strip()) == (2, f"multi30k_seqdistil: error: {tmp_path / 'stages.json'}: "
+@pytest.mark.parametrize("script", ["multi30k_seqdistil", "multi30k_stock"])
+def test_follow_up_scripts_need_a_benchmark_run(script, tmp_path):
+    proc = run_script(script, "--run", str(tmp_path))
+    assert (proc.returncode, proc.stderr.strip()) == (2, f"{script}: error: {tmp_path / 'stages.json'}: "
                                                          "not found (pass --run with the output folder of experiments/multi30k.py)")
 
 
@@ -202,12 +203,6 @@ def test_seqdistil_report_compares_the_three_kinds_of_target(tmp_path):
     assert "- scratch track, sequence-level distillation: higher BLEU than the references on 1 of 3 test sets (mean +0.00)." in text
     assert (tmp_path / "RESULTS.md").read_text() == text
     assert (tmp_path / "bleu.png").stat().st_size > 10_000
-
-
-def test_stock_study_needs_a_prepared_run(tmp_path):
-    proc = run_script("multi30k_stock", "--run", str(tmp_path))
-    assert (proc.returncode, proc.stderr.strip()) == (2, f"multi30k_stock: error: {tmp_path / 'stages.json'}: "
-                                                         "not found (pass --run with the output folder of experiments/multi30k.py)")
 
 
 def test_stock_study_reports_seeds_spreads_and_the_mean_gap(tmp_path):
