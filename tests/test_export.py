@@ -230,6 +230,33 @@ def test_graphs_composed_from_pieces_equal_the_exported_ones(exported, data_bin,
         assert norm_ops(graph, tmp_path / "c.onnx") == norm_ops(str(deployed_file), tmp_path / "d.onnx")
 
 
+def test_instances_of_one_piece_get_distinct_weights():
+    """onnxruntime shares one prepacked buffer between identical constants, so layers built from one
+    piece must not repeat its weights: the n-th instance holds them rotated by n places."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from hat.export.compose import _Builder
+
+    weight, bias = np.arange(64 * 128, dtype=np.float32).reshape(64, 128), np.ones(128, np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Add", ["h", "b"], ["y"])], "piece",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 128])],
+        [numpy_helper.from_array(weight, "w"), numpy_helper.from_array(bias, "b")])
+    piece = helper.make_model(graph)
+    builder = _Builder()
+    for i in range(3):
+        builder.add(("layer",), lambda key: piece, f"l{i}/", {"x": f"s{i}", "y": f"s{i + 1}"})
+    builder.add(("other",), lambda key: piece, "o/", {"x": "s3", "y": "s4"})
+    found = {t.name: numpy_helper.to_array(t) for t in builder.initializers}
+    np.testing.assert_array_equal(found["l0/w"], weight)  # a piece's first instance is the piece
+    np.testing.assert_array_equal(found["o/w"], weight)  # and so is another key's
+    assert len({found[f"l{i}/w"].tobytes() for i in range(3)}) == 3  # no two layers alike
+    for i in range(3):
+        np.testing.assert_array_equal(np.sort(found[f"l{i}/w"], axis=None), weight.reshape(-1))  # same values
+        np.testing.assert_array_equal(found[f"l{i}/b"], bias)  # small constants are copied as they are
+
+
 def norm_ops(graph: bytes | str, optimized: Path) -> dict[str, int]:
     """Layer-norm ops of ``graph`` (serialized, or a file) after onnxruntime's optimizations, by type."""
     import onnx

@@ -2,7 +2,10 @@
 
 The result has the inputs and outputs of :func:`hat.export.graphs.export_onnx`'s graphs, so
 :class:`hat.export.runtime.OnnxRuntimeModel` and the numpy beam loop run it unchanged. Every
-layer gets its own copy of its piece's weights, as in a real model. Needs only ``onnx``.
+layer gets its own weights, as in a real model: a copy of its piece's, with each weight matrix
+shifted so that no two instances hold the same values (onnxruntime would share one prepacked
+buffer between identical constants, and a model whose layers read one matrix from cache runs
+faster than a trained one). Needs only ``onnx`` and numpy.
 """
 from __future__ import annotations
 
@@ -13,9 +16,14 @@ from onnx import helper, numpy_helper
 
 PieceLoader = Callable[[tuple], onnx.ModelProto]  # piece key -> its ONNX model
 # Bumped whenever composing changes what onnxruntime runs: 2 keeps the pieces' intermediate shapes,
-# so onnxruntime fuses the same ops as in exported graphs (1, unrecorded in files, dropped them).
-# Latency files record it; rows timed on graphs composed another way are not resumed into.
-COMPOSE_VERSION = 2
+# so onnxruntime fuses the same ops as in exported graphs (1, unrecorded in files, dropped them);
+# 3 gives every instance of a piece distinct weight values (2 repeated them, and onnxruntime ran
+# the largest WMT14 decoder 1.38x faster than its exported graph). Latency files record it; rows
+# timed on graphs composed another way are not resumed into.
+COMPOSE_VERSION = 3
+# Constants of at least this many values are weight matrices: each instance gets its own.
+DISTINCT_WEIGHT_SIZE = 4096
+WEIGHT_TYPES = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.INT8, onnx.TensorProto.UINT8)
 
 
 class _Builder:
@@ -29,11 +37,17 @@ class _Builder:
         self.value_info: list[onnx.ValueInfoProto] = []
         self.opsets: list[onnx.OperatorSetIdProto] = []
         self.ir_version = 0
+        self.uses: dict[Any, int] = {}  # piece key -> instances added so far
 
-    def add(self, piece: onnx.ModelProto, prefix: str, bindings: dict[str, str], dims: dict[str, str] | None = None) -> None:
-        """Add one instance of ``piece``: its inputs/outputs renamed by ``bindings``, the rest by ``prefix``,
-        and the symbolic dimensions of its shapes by ``dims`` (a symbol one piece uses for a length
-        that differs between its instances, such as ``cross_len``, must not join them in one graph)."""
+    def add(self, key: Any, load: PieceLoader, prefix: str, bindings: dict[str, str],
+            dims: dict[str, str] | None = None) -> None:
+        """Add one instance of the piece ``key``: its inputs/outputs renamed by ``bindings``, the rest by
+        ``prefix``, and the symbolic dimensions of its shapes by ``dims`` (a symbol one piece uses for a
+        length that differs between its instances, such as ``cross_len``, must not join them in one
+        graph). The n-th instance of a piece has its weight matrices rotated by n places."""
+        piece = load(key)
+        instance = self.uses.get(key, 0)
+        self.uses[key] = instance + 1
         graph = piece.graph
         dims = dims or {}
 
@@ -51,8 +65,7 @@ class _Builder:
             raise ValueError(f"piece {graph.name}: unbound inputs/outputs {sorted(ends - set(bindings))}")
         rename = lambda name: "" if name == "" else bindings.get(name, prefix + name)  # noqa: E731
         for tensor in graph.initializer:
-            copy = onnx.TensorProto()
-            copy.CopyFrom(tensor)
+            copy = _distinct_copy(tensor, instance)
             copy.name = rename(tensor.name)
             self.initializers.append(copy)
         for value in graph.value_info:  # intermediate shapes: onnxruntime's fusions need them
@@ -87,21 +100,35 @@ class _Builder:
         return helper.make_model(graph, opset_imports=self.opsets, ir_version=self.ir_version, producer_name="hat")
 
 
+def _distinct_copy(tensor: onnx.TensorProto, instance: int) -> onnx.TensorProto:
+    """A copy of ``tensor``; a weight matrix's values (float, or int8 once quantized) are rotated by ``instance`` places (same
+    values, another order), so instances of one piece never hold identical constants."""
+    import numpy as np
+
+    size = int(np.prod(tensor.dims)) if tensor.dims else 1
+    if instance == 0 or size < DISTINCT_WEIGHT_SIZE or tensor.data_type not in WEIGHT_TYPES:
+        copy = onnx.TensorProto()
+        copy.CopyFrom(tensor)
+        return copy
+    values = numpy_helper.to_array(tensor)
+    return numpy_helper.from_array(np.roll(values.reshape(-1), instance).reshape(values.shape), tensor.name)
+
+
 def compose_encoder(keys: dict[str, Any], load: PieceLoader) -> onnx.ModelProto:
     """src_tokens -> padding_mask, then cross_k_i / cross_v_i of every decoder layer."""
     builder = _Builder()
-    builder.add(load(keys["encoder_embedding"]), "embed/", {"src_tokens": "src_tokens", "x": "state_0",
+    builder.add(keys["encoder_embedding"], load, "embed/", {"src_tokens": "src_tokens", "x": "state_0",
                                                             "padding_mask": "padding_mask"})
     layers = len(keys["encoder_layers"])
     for i, key in enumerate(keys["encoder_layers"]):
-        builder.add(load(key), f"encoder_{i}/", {"x": f"state_{i}", "padding_mask": "padding_mask",
+        builder.add(key, load, f"encoder_{i}/", {"x": f"state_{i}", "padding_mask": "padding_mask",
                                                  "y": f"state_{i + 1}"})
     outputs = ["padding_mask"]
     for i, key in enumerate(keys["cross_kv"]):
         k = key[-1]
         bindings = {f"state_{m}": f"state_{layers - m}" for m in range(k)}  # newest encoder output first
         bindings.update(cross_k=f"cross_k_{i}", cross_v=f"cross_v_{i}")
-        builder.add(load(key), f"cross_kv_{i}/", bindings)
+        builder.add(key, load, f"cross_kv_{i}/", bindings)
         outputs += [f"cross_k_{i}", f"cross_v_{i}"]
     return builder.model("encoder", ["src_tokens"], outputs)
 
@@ -109,7 +136,7 @@ def compose_encoder(keys: dict[str, Any], load: PieceLoader) -> onnx.ModelProto:
 def compose_decoder_step(keys: dict[str, Any], load: PieceLoader) -> onnx.ModelProto:
     """tokens, positions, padding_mask, cross and past caches -> log_probs and present caches."""
     builder = _Builder()
-    builder.add(load(keys["decoder_embedding"]), "embed/", {"tokens": "tokens", "positions": "positions", "x": "x_0"})
+    builder.add(keys["decoder_embedding"], load, "embed/", {"tokens": "tokens", "positions": "positions", "x": "x_0"})
     masks: dict[int, str] = {1: "padding_mask"}
     layers = keys["decoder_layers"]
     for i, (key, kv_key) in enumerate(zip(layers, keys["cross_kv"])):
@@ -117,12 +144,12 @@ def compose_decoder_step(keys: dict[str, Any], load: PieceLoader) -> onnx.ModelP
         if k not in masks:
             masks[k] = f"padding_mask_x{k}"
             builder.tile("padding_mask", k, masks[k])
-        builder.add(load(key), f"decoder_{i}/", {
+        builder.add(key, load, f"decoder_{i}/", {
             "x": f"x_{i}", "cross_mask": masks[k], "cross_k": f"cross_k_{i}", "cross_v": f"cross_v_{i}",
             "past_k": f"past_k_{i}", "past_v": f"past_v_{i}", "y": f"x_{i + 1}",
             "present_k": f"present_k_{i}", "present_v": f"present_v_{i}",
         }, dims={"cross_len": "src_len" if k == 1 else f"{k}*src_len"})  # as the encoder's cross_kv pieces name it
-    builder.add(load(keys["output"]), "output/", {"x": f"x_{len(layers)}", "log_probs": "log_probs"})
+    builder.add(keys["output"], load, "output/", {"x": f"x_{len(layers)}", "log_probs": "log_probs"})
     if "padding_mask" not in builder.inputs:  # every layer attends to k > 1 outputs: the mask enters via Tile only
         builder.inputs["padding_mask"] = _mask_input(load(layers[0]))
     n = len(layers)
