@@ -3,7 +3,7 @@
 The result has the inputs and outputs of :func:`hat.export.graphs.export_onnx`'s graphs, so
 :class:`hat.export.runtime.OnnxRuntimeModel` and the numpy beam loop run it unchanged. Every
 layer gets its own weights, as in a real model: a copy of its piece's, with each weight matrix
-shifted so that no two instances hold the same values (onnxruntime would share one prepacked
+rotated so that no two instances hold the same values (onnxruntime would share one prepacked
 buffer between identical constants, and a model whose layers read one matrix from cache runs
 faster than a trained one). Needs only ``onnx`` and numpy.
 """
@@ -101,8 +101,9 @@ class _Builder:
 
 
 def _distinct_copy(tensor: onnx.TensorProto, instance: int) -> onnx.TensorProto:
-    """A copy of ``tensor``; a weight matrix's values (float, or int8 once quantized) are rotated by ``instance`` places (same
-    values, another order), so instances of one piece never hold identical constants."""
+    """A copy of ``tensor``; a weight matrix's values (float, or int8 once quantized) are rotated by
+    ``instance`` places (same values, another order), so instances of one piece never hold
+    identical constants."""
     import numpy as np
 
     size = int(np.prod(tensor.dims)) if tensor.dims else 1
