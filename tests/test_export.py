@@ -230,9 +230,11 @@ def test_graphs_composed_from_pieces_equal_the_exported_ones(exported, data_bin,
         assert norm_ops(graph, tmp_path / "c.onnx") == norm_ops(str(deployed_file), tmp_path / "d.onnx")
 
 
-def test_instances_of_one_piece_get_distinct_weights():
-    """onnxruntime shares one prepacked buffer between identical constants, so layers built from one
-    piece must not repeat its weights: the n-th instance holds them rotated by n places."""
+def test_no_two_weight_matrices_of_a_composed_graph_are_alike():
+    """onnxruntime shares one prepacked buffer between identical constants, so no weight matrix may
+    repeat another: not across instances of one piece, nor across pieces whose matrices start from
+    the same values (pieces are exported with one seed). A repeat is rotated by one place per
+    earlier copy; an embedding table (only looked up) keeps its values beside a tied projection."""
     from onnx import TensorProto, helper, numpy_helper
 
     from hat.export.compose import _Builder
@@ -244,17 +246,25 @@ def test_instances_of_one_piece_get_distinct_weights():
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 128])],
         [numpy_helper.from_array(weight, "w"), numpy_helper.from_array(bias, "b")])
     piece = helper.make_model(graph)
+    table = helper.make_model(helper.make_graph(
+        [helper.make_node("Slice", ["w", "starts", "ends", "axes"], ["t"]), helper.make_node("Gather", ["t", "ids"], ["y"])],
+        "embedding", [helper.make_tensor_value_info("ids", TensorProto.INT64, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 128])],
+        [numpy_helper.from_array(weight, "w")] + [numpy_helper.from_array(np.array([v]), n)
+                                                   for n, v in (("starts", 0), ("ends", 128), ("axes", 1))]))
     builder = _Builder()
+    builder.add(("embedding",), lambda key: table, "e/", {"ids": "ids", "y": "s0x"})
     for i in range(3):
         builder.add(("layer",), lambda key: piece, f"l{i}/", {"x": f"s{i}", "y": f"s{i + 1}"})
     builder.add(("other",), lambda key: piece, "o/", {"x": "s3", "y": "s4"})
     found = {t.name: numpy_helper.to_array(t) for t in builder.initializers}
-    np.testing.assert_array_equal(found["l0/w"], weight)  # a piece's first instance is the piece
-    np.testing.assert_array_equal(found["o/w"], weight)  # and so is another key's
-    assert len({found[f"l{i}/w"].tobytes() for i in range(3)}) == 3  # no two layers alike
-    for i in range(3):
-        np.testing.assert_array_equal(np.sort(found[f"l{i}/w"], axis=None), weight.reshape(-1))  # same values
-        np.testing.assert_array_equal(found[f"l{i}/b"], bias)  # small constants are copied as they are
+    np.testing.assert_array_equal(found["e/w"], weight)  # the table is looked up: left as it is
+    np.testing.assert_array_equal(found["l0/w"], weight)  # the first matrix with these values too
+    matrices = [found[name] for name in ("l0/w", "l1/w", "l2/w", "o/w")]
+    assert len({m.tobytes() for m in matrices}) == 4  # no two alike, whichever piece they come from
+    for name in ("l0", "l1", "l2", "o"):
+        np.testing.assert_array_equal(np.sort(found[f"{name}/w"], axis=None), weight.reshape(-1))  # same values
+        np.testing.assert_array_equal(found[f"{name}/b"], bias)  # small constants are copied as they are
 
 
 def norm_ops(graph: bytes | str, optimized: Path) -> dict[str, int]:

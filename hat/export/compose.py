@@ -2,10 +2,12 @@
 
 The result has the inputs and outputs of :func:`hat.export.graphs.export_onnx`'s graphs, so
 :class:`hat.export.runtime.OnnxRuntimeModel` and the numpy beam loop run it unchanged. Every
-layer gets its own weights, as in a real model: a copy of its piece's, with each weight matrix
-rotated so that no two instances hold the same values (onnxruntime would share one prepacked
-buffer between identical constants, and a model whose layers read one matrix from cache runs
-faster than a trained one). Needs only ``onnx`` and numpy.
+layer gets its own weights, as in a real model: a copy of its piece's, with a weight matrix whose
+values already occur in the graph rotated, so that no two constants hold the same values. Pieces
+are exported with one seed, so layers of one piece, and layers of different pieces whose matrices
+have one shape (two decoder layers that differ only in their heads), start from identical values;
+onnxruntime would share one prepacked buffer between identical constants, and a model whose layers
+read one matrix from cache runs faster than a trained one. Needs only ``onnx`` and numpy.
 """
 from __future__ import annotations
 
@@ -18,10 +20,11 @@ PieceLoader = Callable[[tuple], onnx.ModelProto]  # piece key -> its ONNX model
 # Bumped whenever composing changes what onnxruntime runs: 2 keeps the pieces' intermediate shapes,
 # so onnxruntime fuses the same ops as in exported graphs (1, unrecorded in files, dropped them);
 # 3 gives every instance of a piece distinct weight values (2 repeated them, and onnxruntime ran
-# the largest WMT14 decoder 1.38x faster than its exported graph). Latency files record it; rows
-# timed on graphs composed another way are not resumed into.
-COMPOSE_VERSION = 3
-# Constants of at least this many values are weight matrices: each instance gets its own.
+# the largest WMT14 decoder 1.38x faster than its exported graph); 4 also those of different pieces
+# (3 repeated a matrix between pieces of one shape: a WMT14 model ran up to 8% faster than exported).
+# Latency files record it; rows timed on graphs composed another way are not resumed into.
+COMPOSE_VERSION = 4
+# Constants of at least this many values are weight matrices: no two in a graph are alike.
 DISTINCT_WEIGHT_SIZE = 4096
 WEIGHT_TYPES = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.INT8, onnx.TensorProto.UINT8)
 
@@ -37,17 +40,15 @@ class _Builder:
         self.value_info: list[onnx.ValueInfoProto] = []
         self.opsets: list[onnx.OperatorSetIdProto] = []
         self.ir_version = 0
-        self.uses: dict[Any, int] = {}  # piece key -> instances added so far
+        self.seen: dict[bytes, int] = {}  # digest of a weight matrix -> times added so far
 
     def add(self, key: Any, load: PieceLoader, prefix: str, bindings: dict[str, str],
             dims: dict[str, str] | None = None) -> None:
         """Add one instance of the piece ``key``: its inputs/outputs renamed by ``bindings``, the rest by
         ``prefix``, and the symbolic dimensions of its shapes by ``dims`` (a symbol one piece uses for a
         length that differs between its instances, such as ``cross_len``, must not join them in one
-        graph). The n-th instance of a piece has its weight matrices rotated by n places."""
+        graph). A weight matrix whose values the graph holds n times already is rotated by n places."""
         piece = load(key)
-        instance = self.uses.get(key, 0)
-        self.uses[key] = instance + 1
         graph = piece.graph
         dims = dims or {}
 
@@ -64,8 +65,9 @@ class _Builder:
         if not ends <= set(bindings):
             raise ValueError(f"piece {graph.name}: unbound inputs/outputs {sorted(ends - set(bindings))}")
         rename = lambda name: "" if name == "" else bindings.get(name, prefix + name)  # noqa: E731
+        lookups = _lookup_tables(graph)
         for tensor in graph.initializer:
-            copy = _distinct_copy(tensor, instance)
+            copy = _distinct_copy(tensor, 0 if tensor.name in lookups else self._repeats(tensor))
             copy.name = rename(tensor.name)
             self.initializers.append(copy)
         for value in graph.value_info:  # intermediate shapes: onnxruntime's fusions need them
@@ -86,6 +88,20 @@ class _Builder:
         if not self.opsets:
             self.opsets, self.ir_version = list(piece.opset_import), piece.ir_version
 
+    def _repeats(self, tensor: onnx.TensorProto) -> int:
+        """How often a weight matrix with ``tensor``'s type, shape and values was added before
+        (0 for small constants)."""
+        import hashlib
+
+        if not _is_weight(tensor):
+            return 0
+        data = tensor.raw_data or numpy_helper.to_array(tensor).tobytes()
+        # The leading bytes tell pieces' matrices apart; a false match only rotates a matrix once more.
+        digest = hashlib.sha1(f"{tensor.data_type}:{list(tensor.dims)}:".encode() + data[:1 << 16]).digest()
+        count = self.seen.get(digest, 0)
+        self.seen[digest] = count + 1
+        return count
+
     def tile(self, source: str, repeats: int, target: str) -> None:
         """``target = Tile(source, [1, repeats])`` (the padding mask of k concatenated encoder outputs)."""
         import numpy as np
@@ -102,17 +118,45 @@ class _Builder:
 
 def _distinct_copy(tensor: onnx.TensorProto, instance: int) -> onnx.TensorProto:
     """A copy of ``tensor``; a weight matrix's values (float, or int8 once quantized) are rotated by
-    ``instance`` places (same values, another order), so instances of one piece never hold
-    identical constants."""
+    ``instance`` places (same values, another order)."""
     import numpy as np
 
-    size = int(np.prod(tensor.dims)) if tensor.dims else 1
-    if instance == 0 or size < DISTINCT_WEIGHT_SIZE or tensor.data_type not in WEIGHT_TYPES:
+    if instance == 0 or not _is_weight(tensor):
         copy = onnx.TensorProto()
         copy.CopyFrom(tensor)
         return copy
     values = numpy_helper.to_array(tensor)
     return numpy_helper.from_array(np.roll(values.reshape(-1), instance).reshape(values.shape), tensor.name)
+
+
+def _lookup_tables(graph: onnx.GraphProto) -> set[str]:
+    """Constants only rows of which are read (through slicing, a Gather's table): an embedding table.
+    A tied output projection holds the same values, as it does in the real model, so neither counts
+    as a repeat of the other; onnxruntime prepacks only the projection's."""
+    consumers: dict[str, list[tuple[onnx.NodeProto, int]]] = {}
+    for node in graph.node:
+        for position, name in enumerate(node.input):
+            consumers.setdefault(name, []).append((node, position))
+
+    def looked_up(name: str) -> bool:
+        uses = consumers.get(name, [])
+        return bool(uses) and all(
+            (node.op_type == "Gather" and position == 0)
+            or (node.op_type in _PASS_THROUGH and position == 0 and all(looked_up(out) for out in node.output))
+            for node, position in uses)
+
+    return {tensor.name for tensor in graph.initializer if looked_up(tensor.name)}
+
+
+_PASS_THROUGH = ("Slice", "Identity", "Cast", "Reshape")
+
+
+def _is_weight(tensor: onnx.TensorProto) -> bool:
+    """A weight matrix: a float or 8-bit constant of at least ``DISTINCT_WEIGHT_SIZE`` values."""
+    size = 1
+    for dim in tensor.dims:
+        size *= dim
+    return size >= DISTINCT_WEIGHT_SIZE and tensor.data_type in WEIGHT_TYPES
 
 
 def compose_encoder(keys: dict[str, Any], load: PieceLoader) -> onnx.ModelProto:
