@@ -9,7 +9,9 @@ exported as
 reference model (1 thread, the predictors' protocol, at least ``--runs`` rounds) through the beam
 loop of ``hat translate``. Every predictor of that precision is scored on the same measurements:
 its prediction at the machine's speed (predicted x reference now / reference when profiled)
-against the measured latency, as ``hat verify`` reports it.
+against the measured latency, as ``hat verify`` reports it. With ``--composed`` the graphs the
+collector composes for the same configs are timed in the same rounds, so each error splits into
+the predictor's (against composed graphs) and the composing's (composed against exported).
 
     python experiments/bench_deployed_predictor.py \\
         --predictors latency_tables/intel-xeon-processor_1t_ort/wmt14_en_de/predictor.json \\
@@ -29,6 +31,7 @@ from typing import Any
 
 
 from hat.export.graphs import export_onnx, quantize_int8
+from hat.export.ort_backend import OnnxBackend
 from hat.export.ort_worker import BeamWorkload
 from hat.export.runtime import OnnxRuntimeModel
 from hat.export.verify import reference_workload
@@ -101,7 +104,7 @@ def export_models(space: SearchSpace, configs: dict[str, Any], protocol: Protoco
 
 
 def measure_precision(precision: str, predictors: list[tuple[str, LatencyPredictor]], sampled: int,
-                      corners: bool, runs: int) -> list[dict[str, Any]]:
+                      corners: bool, runs: int, composed: bool = False) -> list[dict[str, Any]]:
     """Export, time interleaved with every distinct reference model, score each predictor."""
     first = predictors[0][1]
     space = SearchSpace.from_dict(first.info["space_spec"])
@@ -116,6 +119,12 @@ def measure_precision(precision: str, predictors: list[tuple[str, LatencyPredict
         start = time.time()
         runtimes = export_models(space, configs, protocol, precision, Path(tmp))
         workloads: dict[str, Any] = {name: BeamWorkload(runtime, protocol) for name, runtime in runtimes.items()}
+        if composed:
+            backend = OnnxBackend(precision)
+            for name, config in configs.items():
+                encoder, decoder = backend.model_graphs(space, config, protocol.vocab, protocol.seed)
+                workloads[f"{name} (composed)"] = BeamWorkload(OnnxRuntimeModel(encoder, decoder, 1, protocol.threads),
+                                                               protocol)
         for index, (reference, spec) in enumerate(references.values()):
             workloads[f"reference {index}"] = reference_workload(reference, protocol, spec)
         exported = time.time() - start
@@ -131,7 +140,12 @@ def measure_precision(precision: str, predictors: list[tuple[str, LatencyPredict
         predicted = predictor.predict(list(configs.values()))
         for (name, config), value in zip(configs.items(), predicted):
             measured = total[name]
-            rows.append({"precision": precision, "predictor": path, "model": name, "archid": config.archid,
+            if composed:
+                extra = {"composed_ms": total[f"{name} (composed)"],
+                         "composed_over_exported": total[f"{name} (composed)"] / measured}
+            else:
+                extra = {}
+            rows.append({**extra, "precision": precision, "predictor": path, "model": name, "archid": config.archid,
                          "predicted_ms": float(value), "machine_factor": factor,
                          "predicted_now_ms": float(value) * factor, "measured_ms": measured,
                          "error": (float(value) * factor - measured) / measured,
@@ -165,10 +179,17 @@ def write_report(rows: list[dict[str, Any]], out: Path, command: str) -> None:
                   f"Largest/smallest speedup predicted against measured: {100 * speed_error:+.1f}%. "
                   f"Mean |error| at the machine's speed: {100 * statistics.mean(errors):.1f}%, "
                   f"max {100 * max(errors):.1f}%.", "",
-                  "| model | predicted (ms) | at the machine's speed (ms) | measured (ms) | error |",
-                  "| --- | --- | --- | --- | --- |"]
+                  "| model | predicted (ms) | at the machine's speed (ms) | measured (ms) | error |"
+                  + (" composed (ms) | composed / exported |" if "composed_ms" in mine[0] else ""),
+                  "| --- | --- | --- | --- | --- |" + (" --- | --- |" if "composed_ms" in mine[0] else "")]
         lines += [f"| {r['model']} | {r['predicted_ms']:.1f} | {r['predicted_now_ms']:.1f} | {r['measured_ms']:.1f} "
-                  f"| {100 * r['error']:+.1f}% |" for r in mine]
+                  f"| {100 * r['error']:+.1f}% |"
+                  + (f" {r['composed_ms']:.1f} | {r['composed_over_exported']:.3f} |" if "composed_ms" in r else "")
+                  for r in mine]
+        if "composed_ms" in mine[0]:
+            ratios = [r["composed_over_exported"] for r in mine]
+            lines += ["", f"Composed / exported: mean {statistics.mean(ratios):.3f}, "
+                          f"range {min(ratios):.3f}-{max(ratios):.3f}."]
         lines.append("")
     (out / "RESULTS.md").write_text("\n".join(lines))
     plot(rows, out / "predicted_vs_measured.png")
@@ -203,18 +224,19 @@ def main() -> None:
     parser.add_argument("--predictors", type=Path, nargs="+", required=True, help="onnxruntime predictor JSON files")
     parser.add_argument("--sampled", type=int, default=4, help="sampled SubTransformers besides smallest and largest")
     parser.add_argument("--corners", action="store_true", help="also the largest with uniform 2-, 4- and 6-layer decoders")
+    parser.add_argument("--composed", action="store_true", help="also time the collector's composed graphs")
     parser.add_argument("--runs", type=int, default=20, help="timed rounds at least")
     parser.add_argument("--out", type=Path, default=ROOT / "runs/bench_deployed_predictor")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     rows = []
     for precision, predictors in load_predictors(args.predictors).items():
-        rows += measure_precision(precision, predictors, args.sampled, args.corners, args.runs)
+        rows += measure_precision(precision, predictors, args.sampled, args.corners, args.runs, args.composed)
         print(f"{precision}: {len(predictors)} predictor(s) scored on {len(rows)} rows so far", flush=True)
     (args.out / "results.json").write_text(json.dumps(rows, indent=1))
     command = "python experiments/bench_deployed_predictor.py " + " ".join(
         ["--predictors", *map(str, args.predictors), "--sampled", str(args.sampled), "--runs", str(args.runs)]
-        + (["--corners"] if args.corners else []))
+        + (["--corners"] if args.corners else []) + (["--composed"] if args.composed else []))
     write_report(rows, args.out, command)
     print((args.out / "RESULTS.md").read_text())
 

@@ -60,3 +60,9 @@ def test_errors_and_report_from_measured_rows(tmp_path):
     text = (tmp_path / "RESULTS.md").read_text()
     assert "| smallest | 100.0 | 110.0 | 110.0 | +0.0% |" in text and "| largest | 300.0 | 330.0 | 300.0 | +10.0% |" in text
     assert (tmp_path / "predicted_vs_measured.png").stat().st_size > 1000
+    for row in rows:  # with --composed: the collector's graphs beside the exported ones
+        row.update(composed_ms=row["measured_ms"] * 0.9, composed_over_exported=0.9)
+    script.write_report(rows, tmp_path, "cmd")
+    text = (tmp_path / "RESULTS.md").read_text()
+    assert "| largest | 300.0 | 330.0 | 300.0 | +10.0% | 270.0 | 0.900 |" in text
+    assert "Composed / exported: mean 0.900, range 0.900-0.900." in text
