@@ -205,7 +205,8 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6, 5))
     for key in sorted({(r["precision"], r["predictor"]) for r in rows}):
         mine = [r for r in rows if (r["precision"], r["predictor"]) == key]
-        label = f"{key[0]}: {Path(key[1]).parent.parent.name}/{Path(key[1]).parent.name}"
+        path = Path(key[1])
+        label = f"{key[0]}: " + (f"{path.parent.parent.name}/{path.parent.name}" if path.name == "predictor.json" else path.stem)
         ax.scatter([r["measured_ms"] for r in mine], [r["predicted_now_ms"] for r in mine], label=label, s=25)
     low = min(min(r["measured_ms"], r["predicted_now_ms"]) for r in rows) * 0.9
     high = max(max(r["measured_ms"], r["predicted_now_ms"]) for r in rows) * 1.1
