@@ -205,8 +205,9 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6, 5))
     for key in sorted({(r["precision"], r["predictor"]) for r in rows}):
         mine = [r for r in rows if (r["precision"], r["predictor"]) == key]
-        path = Path(key[1])
-        label = f"{key[0]}: " + (f"{path.parent.parent.name}/{path.parent.name}" if path.name == "predictor.json" else path.stem)
+        source = Path(key[1])
+        label = f"{key[0]}: " + (f"{source.parent.parent.name}/{source.parent.name}" if source.name == "predictor.json"
+                                 else source.stem)
         ax.scatter([r["measured_ms"] for r in mine], [r["predicted_now_ms"] for r in mine], label=label, s=25)
     low = min(min(r["measured_ms"], r["predicted_now_ms"]) for r in rows) * 0.9
     high = max(max(r["measured_ms"], r["predicted_now_ms"]) for r in rows) * 1.1
