@@ -15,8 +15,10 @@ killed training resumes from its last checkpoint):
              from the SuperTransformer for finetune_updates; from-scratch track, for
              supernet_updates + finetune_updates: the / 3 model, the largest, the stock
              architecture (the largest attending to the last encoder layer) and fairseq's own
-             `transformer` of it, with the same options; the / 3 model again with word-level distillation from the
-             SuperTransformer's largest SubTransformer, on both tracks
+             `transformer` of it, with the same options; the / 3 model again on both tracks with
+             word-level distillation from the SuperTransformer's largest SubTransformer, and with
+             sequence-level distillation: 'largest (scratch)' translates the training set (beam 5,
+             `hat data distil`'s step) and the / 3 model learns from its translations
   measure    sacreBLEU (beam 5) on test_2016_flickr, test_2017_flickr and test_2018_flickr;
              onnxruntime latency of every architecture (batch 1, beam 5, 30 source tokens; all
              timed in the same rounds, in rotating order, in several passes; each keeps its median pass)
@@ -82,13 +84,17 @@ SCRATCH_DIVISOR = 3
 WINNER_TOLERANCE = 0.03
 WINNER_ROUNDS = 2
 STAGES = ("prepare", "supernet", "profile", "search", "train", "measure")
+# What a model learns from: the references, word-level distillation from the SuperTransformer's
+# largest SubTransformer, or the translations of SEQ_TEACHER (sequence-level distillation).
+TARGETS = ("references", "word-level distillation", "sequence-level distillation")
+SEQ_TEACHER = "largest (scratch)"
 TEST_SETS = ("test_2016_flickr", "test_2017_flickr", "test_2018_flickr")
 SPLITS = tuple(test_split(i) for i in range(len(TEST_SETS)))  # their fairseq splits: test, test1, test2
 
 
 @dataclasses.dataclass
 class Budget:
-    """How much of everything; the default took 45 min to 2 h 22 min on 2 CPU cores, by host (BENCHMARKS.md).
+    """How much of everything; the default is sized to the 2-core build machine (time in BENCHMARKS.md).
 
     From-scratch models train for ``supernet_updates + finetune_updates`` updates: the total a
     fine-tuned SubTransformer cost. HAT trains for 40k updates on GPUs; raise budgets with --set
@@ -96,8 +102,8 @@ class Budget:
     """
 
     vocab: int = 4000
-    supernet_updates: int = 340
-    finetune_updates: int = 140
+    supernet_updates: int = 680
+    finetune_updates: int = 280
     max_tokens: int = 2048
     validations: int = 4  # validations per training run (the best one's checkpoint is kept)
     samples: int = 60
@@ -107,6 +113,7 @@ class Budget:
     valid_subset: int = 200
     timing_passes: int = 5  # passes of 40 interleaved onnxruntime rounds; each model's latency is its median pass
     test_lines: int = 0  # sentences of each test set scored (0: all)
+    train_lines: int = 0  # training pairs used (0: all)
 
     @property
     def scratch_updates(self) -> int:
@@ -115,7 +122,7 @@ class Budget:
 
 # A smoke run of every stage (its scores mean nothing).
 QUICK = Budget(vocab=1000, supernet_updates=30, finetune_updates=10, validations=1, samples=10, test_samples=5,
-               iterations=1, population=8, valid_subset=50, timing_passes=2, test_lines=40)
+               iterations=1, population=8, valid_subset=50, timing_passes=2, test_lines=40, train_lines=2000)
 
 
 def train_options(budget: Budget, updates: int) -> dict:
@@ -133,7 +140,7 @@ class Experiment:
         settings = {"budget": dataclasses.asdict(budget), "threads": threads, "divisors": DIVISORS,
                     "scratch_divisor": SCRATCH_DIVISOR, "winner_tolerance": WINNER_TOLERANCE,
                     "winner_rounds": WINNER_ROUNDS, "distillation": dataclasses.asdict(Distillation()),
-                    "stock_transformer_options": "hat-train-defaults"}
+                    "stock_transformer_options": "hat-train-defaults", "seq_distillation_teacher": SEQ_TEACHER}
         self.runner = StageRunner(out / "stages.json", log, settings)
         self.stages = self.runner.results
         self.bin = out / "data-bin"
@@ -159,18 +166,21 @@ class Experiment:
             for lang in ("en", "de"):
                 if not (self.raw / f"{name}.{lang}").is_file():
                     raise HatError("not found (pass --data with the Multi30k folder)", self.raw / f"{name}.{lang}")
-        tests = [self.raw / name for name in TEST_SETS]
-        if self.b.test_lines:  # the first test_lines pairs of each test set
-            cut = self.out / "test_cut"
-            cut.mkdir(exist_ok=True)
-            for name in TEST_SETS:
-                for lang in ("en", "de"):
-                    lines = (self.raw / f"{name}.{lang}").read_text(encoding="utf-8").splitlines()[:self.b.test_lines]
-                    atomic_write_text(cut / f"{name}.{lang}", "\n".join(lines) + "\n")
-            tests = [cut / name for name in TEST_SETS]
-        prepare_data(src="en", tgt="de", train=self.raw / "train", valid=self.raw / "val", test=tests,
+        tests = [self.cut(name, self.b.test_lines) for name in TEST_SETS]
+        prepare_data(src="en", tgt="de", train=self.cut("train", self.b.train_lines), valid=self.raw / "val", test=tests,
                      out=self.bin, vocab_size=self.b.vocab, workers=2)
         return {"vocab": sum(1 for _ in (self.bin / "dict.en.txt").open()) + 4}
+
+    def cut(self, name: str, lines: int) -> Path:
+        """The prefix of raw corpus ``name`` (.en/.de), or of a copy cut to its first ``lines`` pairs (0: all)."""
+        if not lines:
+            return self.raw / name
+        cut = self.out / "cut"
+        cut.mkdir(exist_ok=True)
+        for lang in ("en", "de"):
+            text = (self.raw / f"{name}.{lang}").read_text(encoding="utf-8").splitlines()[:lines]
+            atomic_write_text(cut / f"{name}.{lang}", "\n".join(text) + "\n")
+        return cut / name
 
     def supernet(self) -> dict:
         from hat.training import train
@@ -290,44 +300,68 @@ class Experiment:
         return files
 
     def plan(self) -> list[dict]:
-        """Every model of the benchmark: name, track, role, config file, distilled or not."""
+        """Every model of the benchmark: name, track, role, config file, training targets (TARGETS)."""
         search = self.stages["search"]
         base = self.baseline_configs()
-        tuned = [{"name": f"{key} (fine-tuned)", "role": "searched", "config": path} for key, path in search["configs"].items()]
-        tuned += [{"name": f"{key} (fine-tuned)", "role": key, "config": base[key]} for key in ("largest", "smallest")]
         key = search["scratch"]
-        tuned.append({"name": f"{key} (fine-tuned, distilled)", "role": "searched", "config": search["configs"][key],
-                      "distill": True})
+        tuned = [{"name": f"{k} (fine-tuned)", "role": "searched", "config": path} for k, path in search["configs"].items()]
+        tuned += [{"name": f"{k} (fine-tuned)", "role": k, "config": base[k]} for k in ("largest", "smallest")]
+        tuned += [{"name": f"{key} (fine-tuned, distilled)", "role": "searched", "config": search["configs"][key],
+                   "targets": TARGETS[1]},
+                  {"name": f"{key} (fine-tuned, seq-distilled)", "role": "searched", "config": search["configs"][key],
+                   "targets": TARGETS[2]}]
         scratch = [{"name": f"{key} (scratch)", "role": "searched", "config": search["configs"][key]},
                    {"name": f"{key} (scratch, distilled)", "role": "searched", "config": search["configs"][key],
-                    "distill": True},
-                   {"name": "largest (scratch)", "role": "largest", "config": base["largest"]},
+                    "targets": TARGETS[1]},
+                   {"name": f"{key} (scratch, seq-distilled)", "role": "searched", "config": search["configs"][key],
+                    "targets": TARGETS[2]},
+                   {"name": SEQ_TEACHER, "role": "largest", "config": base["largest"]},
                    {"name": "stock-arch (scratch)", "role": "stock-arch", "config": base["stock-arch"]},
                    {"name": "fairseq transformer (scratch)", "role": "fairseq", "config": base["stock-arch"]}]
-        return [dict(m, track="fine-tuned") for m in tuned] + [dict(m, track="scratch") for m in scratch]
+        return ([{"targets": TARGETS[0], **m, "track": "fine-tuned"} for m in tuned]
+                + [{"targets": TARGETS[0], **m, "track": "scratch"} for m in scratch])
 
     def train_models(self) -> dict:
         """The fine-tuned track (``finetune_updates`` from the SuperTransformer), then the from-scratch
-        track (``supernet_updates + finetune_updates`` from random initialisation). Distilled models
-        learn from the SuperTransformer's largest SubTransformer."""
+        track (``supernet_updates + finetune_updates`` from random initialisation); last, once the
+        teacher is trained, its translations of the training set and the models that learn from them.
+        Word-level distilled models learn from the SuperTransformer's largest SubTransformer."""
         from hat.training import train
 
         supernet = self.stages["supernet"]["checkpoint"]
-        models = {}
-        for model in tqdm(self.plan(), desc="training models"):
+        plan = self.plan()
+        models: dict[str, dict] = {}
+        distilled: dict[str, Any] = {}
+        for model in tqdm(sorted(plan, key=lambda m: m["targets"] == TARGETS[2]), desc="training models"):
             save = self.out / "models" / slug(model["name"])
+            data = self.bin
+            if model["targets"] == TARGETS[2]:
+                distilled = distilled or self.distil(models[SEQ_TEACHER]["checkpoint"])
+                data = Path(distilled["data"])
+            word_level = model["targets"] == TARGETS[1]
             if model["role"] == "fairseq":
                 self.stock_transformer(save)
             elif model["track"] == "fine-tuned":
-                train(space=SPACE, data=self.bin, save_dir=save, subtransformer_config=model["config"],
+                train(space=SPACE, data=data, save_dir=save, subtransformer_config=model["config"],
                       restore_file=supernet, reset_optimizer=True, options=self.train_options(self.b.finetune_updates),
-                      distill=Distillation() if model.get("distill") else None)
+                      distill=Distillation() if word_level else None)
             else:
-                train(space=SPACE, data=self.bin, save_dir=save, subtransformer_config=model["config"],
+                train(space=SPACE, data=data, save_dir=save, subtransformer_config=model["config"],
                       options=self.train_options(self.b.scratch_updates),
-                      distill=Distillation(teacher=supernet) if model.get("distill") else None)
+                      distill=Distillation(teacher=supernet) if word_level else None)
             models[model["name"]] = dict(model, checkpoint=str(save / "checkpoint_best.pt"))
-        return {"models": models}
+        return {"models": {m["name"]: models[m["name"]] for m in plan}, "seq_distillation": distilled}
+
+    def distil(self, teacher: str) -> dict:
+        """The training set translated by ``teacher`` (beam 5) as a data-bin (kept once written)."""
+        from hat.data.distill import MARKER, distil_data
+        from hat.io import load_json
+
+        out = self.out / "seq-distilled-bin"
+        log.info("%s translates the training set for sequence-level distillation", SEQ_TEACHER)
+        distil_data(teacher, self.bin, out, beam=5)
+        made = load_json(out / MARKER, "distillation record")
+        return {"teacher": SEQ_TEACHER, "data": str(out), "translated": made["translated"], "kept": made["kept"]}
 
     def stock_transformer(self, save: Path) -> None:
         """fairseq's own ``transformer`` of the stock architecture, with the from-scratch options."""
@@ -435,7 +469,7 @@ def model_quality(job: tuple[dict, Path, Path, Path]) -> dict[str, Any]:
         return json.loads(cached.read_text())
     config = SubTransformerConfig.from_yaml(model["config"])
     row: dict[str, Any] = {"model": model["name"], "track": model["track"], "role": model["role"],
-                           "config": config.summary()}
+                           "targets": model.get("targets", TARGETS[0]), "config": config.summary()}
     if model["role"] == "fairseq":
         row["bleu"] = {name: stock_bleu(model["checkpoint"], data, split) for name, split in zip(TEST_SETS, SPLITS)}
     else:

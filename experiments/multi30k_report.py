@@ -2,7 +2,8 @@
 
 A row: ``model`` (name), ``track`` ("fine-tuned" or "scratch"), ``role`` ("searched", "largest",
 "smallest", "stock-arch" or "fairseq"), ``bleu`` (test set -> sacreBLEU), ``latency_ms`` and
-``passes_ms`` (onnxruntime, median pass and every pass), ``parameters``, ``config`` (summary).
+``passes_ms`` (onnxruntime, median pass and every pass), ``parameters``, ``config`` (summary),
+``targets`` (what it learned from: "references" when absent, or a kind of distillation).
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ SPEEDUP = 3.0  # the issue's goal: >= 3x faster than the largest ...
 MAX_LOSS = 0.5  # ... at <= 0.5 BLEU loss on each test set
 STOCK_TOLERANCE = 0.3  # HAT's stock architecture vs fairseq's transformer
 SIMILAR_LATENCY = 1.1  # "similar or higher" latency: at least the model's / 1.1
+REFERENCES = "references"  # a row's ``targets`` when it learned from the training set's own targets
 
 
 def combine_passes(passes: list[dict[str, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
@@ -108,6 +110,24 @@ def pareto_goal(rows: list[dict]) -> str:
     return f"{head}: {names or 'none comparable'}: {'not met (' + ', '.join(losers) + ')' if losers else 'met'}."
 
 
+def distillation_lines(rows: list[dict]) -> list[str]:
+    """For every distilled model ('23.2ms (scratch, seq-distilled)'), its BLEU against the same model
+    trained on the references in the same track ('23.2ms (scratch)'), test set by test set and on average."""
+    lines = []
+    for r in rows:
+        if r.get("targets", REFERENCES) == REFERENCES:
+            continue
+        name = f"{r['model'].split(' (')[0]} ({r['track']})"
+        base = next((b for b in rows if b["model"] == name and b.get("targets", REFERENCES) == REFERENCES), None)
+        if base is None:
+            continue
+        wins = sum(d > 0 for d in bleu_diffs(r, base).values())
+        lines.append(f"Distillation, {r['track']} track, {r['targets']}: '{r['model']}' against '{base['model']}', "
+                     f"BLEU {bleu_text(r, base)}, mean {mean_bleu(r) - mean_bleu(base):+.2f}: higher on {wins} of "
+                     f"{len(r['bleu'])} test sets.")
+    return lines
+
+
 def table(rows: list[dict], test_sets: tuple[str, ...]) -> list[str]:
     largest = find(rows, "largest")
     lines = ["| model | track | " + " | ".join(f"BLEU {name}" for name in test_sets)
@@ -127,6 +147,8 @@ def write_report(rows: list[dict], out: Path, test_sets: tuple[str, ...], thread
     lines = table(rows, test_sets)
     lines += ["", track_goal(rows, "fine-tuned"), "", track_goal(rows, "scratch"), "", stock_goal(rows), "",
               pareto_goal(rows)]
+    for line in distillation_lines(rows):
+        lines += ["", line]
     text = "\n".join(lines) + "\n"
     atomic_write_text(out / "RESULTS.md", text)
     plot(rows, out / "bleu_vs_latency.png", test_sets, threads)
@@ -134,6 +156,14 @@ def write_report(rows: list[dict], out: Path, test_sets: tuple[str, ...], thread
 
 
 MARKERS = {("searched", "fine-tuned"): "*", ("searched", "scratch"): "P"}
+DISTILLED_MARKERS = {"word-level distillation": "v", "sequence-level distillation": "D"}
+
+
+def marker(row: dict) -> str:
+    """The plot's marker: searched models by track, distilled ones by kind, baselines 'o'."""
+    if row["role"] == "searched" and row.get("targets", REFERENCES) in DISTILLED_MARKERS:
+        return DISTILLED_MARKERS[row["targets"]]
+    return MARKERS.get((row["role"], row["track"]), "o")
 
 
 def plot(rows: list[dict], path: Path, test_sets: tuple[str, ...], threads: int) -> None:
@@ -148,16 +178,16 @@ def plot(rows: list[dict], path: Path, test_sets: tuple[str, ...], threads: int)
         points = [dict(r, score=r["bleu"][name]) for r in rows]
         boxes: list[tuple[float, float, float, float]] = []
         for r in sorted(points, key=lambda r: (r["latency_ms"], r["score"])):
-            marker = MARKERS.get((r["role"], r["track"]), "o")
-            ax.scatter(r["latency_ms"], r["score"], marker=marker, s=70 if marker != "o" else 30,
+            shape = marker(r)
+            ax.scatter(r["latency_ms"], r["score"], marker=shape, s=70 if shape != "o" else 30,
                        color="tab:blue" if r["track"] == "fine-tuned" else "tab:orange")
             ax.annotate(r["model"], (r["latency_ms"], r["score"]), fontsize=6,
                         xytext=(4, label_offset(r, points, boxes)), textcoords="offset points")
         ax.set_xlabel(f"onnxruntime latency (ms, batch 1, beam 5, 30 tokens, {threads} thread(s))")
         ax.set_ylabel(f"BLEU ({name})")
         ax.set_title(name)
-    fig.suptitle("Multi30k En-De: searched SubTransformers (* fine-tuned, P scratch) and baselines (o); "
-                 "blue: fine-tuned track, orange: from scratch")
+    fig.suptitle("Multi30k En-De: searched SubTransformers (* fine-tuned, P scratch; distilled: v word-level, "
+                 "D sequence-level) and baselines (o); blue: fine-tuned track, orange: from scratch")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
