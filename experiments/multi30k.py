@@ -469,7 +469,7 @@ def model_quality(job: tuple[dict, Path, Path, Path]) -> dict[str, Any]:
         return json.loads(cached.read_text())
     config = SubTransformerConfig.from_yaml(model["config"])
     row: dict[str, Any] = {"model": model["name"], "track": model["track"], "role": model["role"],
-                           "targets": model.get("targets", TARGETS[0]), "config": config.summary()}
+                           "targets": model["targets"], "config": config.summary()}
     if model["role"] == "fairseq":
         row["bleu"] = {name: stock_bleu(model["checkpoint"], data, split) for name, split in zip(TEST_SETS, SPLITS)}
     else:
