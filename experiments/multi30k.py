@@ -5,7 +5,8 @@
 Stages (each recorded in OUT/stages.json; re-running resumes after the last finished one, and a
 killed training resumes from its last checkpoint):
   prepare    joint sentencepiece vocabulary + fairseq binarization (train / val / three test sets)
-  supernet   SuperTransformer training on search_spaces/multi30k_cpu.yaml
+  supernet   SuperTransformer training on search_spaces/multi30k_cpu.yaml, SUPERNET_SAMPLER: every
+             update trains the largest, the smallest and one sampled SubTransformer
   profile    latency tables + end-to-end samples on onnxruntime fp32 (the deployed runtime); predictor
   search     evolutionary search (inherited-weight validation loss) under constraints fixed by rule:
              the largest SubTransformer's measured latency / 2, / 3 and / 4 (DIVISORS), less the
@@ -88,6 +89,9 @@ STAGES = ("prepare", "supernet", "profile", "search", "train", "measure")
 # largest SubTransformer, or the translations of SEQ_TEACHER (sequence-level distillation).
 TARGETS = ("references", "word-level distillation", "sequence-level distillation")
 SEQ_TEACHER = "largest (scratch)"
+# HAT samples one SubTransformer per update; at this budget the sandwich rule's SuperTransformer
+# gives far better inherited weights for the same number of updates (BENCHMARKS.md).
+SUPERNET_SAMPLER = "sandwich"
 TEST_SETS = ("test_2016_flickr", "test_2017_flickr", "test_2018_flickr")
 SPLITS = tuple(test_split(i) for i in range(len(TEST_SETS)))  # their fairseq splits: test, test1, test2
 
@@ -140,7 +144,8 @@ class Experiment:
         settings = {"budget": dataclasses.asdict(budget), "threads": threads, "divisors": DIVISORS,
                     "scratch_divisor": SCRATCH_DIVISOR, "winner_tolerance": WINNER_TOLERANCE,
                     "winner_rounds": WINNER_ROUNDS, "distillation": dataclasses.asdict(Distillation()),
-                    "stock_transformer_options": "hat-train-defaults", "seq_distillation_teacher": SEQ_TEACHER}
+                    "stock_transformer_options": "hat-train-defaults", "seq_distillation_teacher": SEQ_TEACHER,
+                    "supernet_sampler": SUPERNET_SAMPLER}
         self.runner = StageRunner(out / "stages.json", log, settings)
         self.stages = self.runner.results
         self.bin = out / "data-bin"
@@ -185,7 +190,7 @@ class Experiment:
     def supernet(self) -> dict:
         from hat.training import train
 
-        last = train(space=SPACE, data=self.bin, save_dir=self.out / "supernet",
+        last = train(space=SPACE, data=self.bin, save_dir=self.out / "supernet", sampler=SUPERNET_SAMPLER,
                      options=self.train_options(self.b.supernet_updates))
         return {"checkpoint": str(last.with_name("checkpoint_best.pt"))}
 

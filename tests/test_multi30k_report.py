@@ -143,6 +143,17 @@ def test_plan_follows_the_rule(multi30k, tmp_path):
     assert multi30k.slug("40ms (fine-tuned, distilled)") == "40ms_fine-tuned_distilled"
 
 
+def test_the_supernet_trains_by_the_sandwich_rule_for_its_budget(multi30k, tmp_path, monkeypatch):
+    import hat.training
+
+    calls: list[dict] = []
+    monkeypatch.setattr(hat.training, "train", lambda **kw: calls.append(kw) or Path(kw["save_dir"]) / "checkpoint_last.pt")
+    experiment = multi30k.Experiment(tmp_path / "data", tmp_path / "out", multi30k.Budget(supernet_updates=7), threads=1)
+    result = experiment.supernet()
+    assert [(c["sampler"], c["options"]["max-update"]) for c in calls] == [("sandwich", 7)]
+    assert result["checkpoint"] == str(tmp_path / "out" / "supernet" / "checkpoint_best.pt")
+
+
 def test_students_of_the_teacher_train_after_it_on_its_translations(multi30k, tmp_path, monkeypatch):
     """Sequence-level distillation needs the trained teacher: its students come last, on the
     distilled data-bin; every other model trains on the references, and the record keeps the plan's order."""

@@ -120,15 +120,18 @@ def test_sandwich_train_step_accumulates_the_three_subtransformers(data_bin, tin
     configs = update_configs(model.space, "sandwich", cfg.task.seed, 5)
     assert configs[:2] == [tiny_space.largest(), tiny_space.smallest()] and len(configs) == 3
     model.zero_grad()
-    losses, sizes = [], []
+    losses, sizes, nlls = [], [], []
     for config in configs:
         model.set_active_subnet(config)
-        single, size, _ = criterion(model, sample)
+        single, size, single_log = criterion(model, sample)
         single.backward()
         losses.append(float(single))
         sizes.append(size)
+        nlls.append(float(single_log["nll_loss"]))
     assert float(loss) == pytest.approx(sum(losses), rel=1e-5) and sample_size == sum(sizes)
     assert log["loss"] == pytest.approx(sum(losses), rel=1e-5)
+    # fairseq logs nll_loss / ntokens: the per-token mean of the three passes
+    assert log["nll_loss"] / log["ntokens"] == pytest.approx(sum(nlls) / (3 * sample["ntokens"]), rel=1e-5)
     separate = {name: p.grad for name, p in model.named_parameters() if p.grad is not None}
     assert together.keys() == separate.keys() and len(together) > 20
     for name, grad in together.items():

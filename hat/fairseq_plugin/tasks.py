@@ -63,11 +63,12 @@ class HatTranslationTask(TranslationTask):
         self._idle_parameters = list((idle or {}).values())
         if len(outputs) == 1:
             return outputs[0]
-        # Sandwich: gradients of all passes accumulate; report their mean loss.
+        # Sandwich: gradients of all passes accumulate. Losses, sample sizes and token counts add up,
+        # so the logged loss and nll_loss are the per-token means over the passes.
         loss = sum(o[0] for o in outputs)
         sample_size = sum(o[1] for o in outputs)
         logging_output = dict(outputs[0][2])
-        for key in LOSS_KEYS + ("sample_size",):
+        for key in LOSS_KEYS + ("sample_size", "ntokens"):
             if key in logging_output:
                 logging_output[key] = sum(o[2][key] for o in outputs)
         return loss, sample_size, logging_output
