@@ -10,6 +10,9 @@ it makes fewer updates in the same time.
 
     python experiments/bench_sampler.py --data runs/multi30k_v4/data-bin --seconds 600 \\
         --config runs/multi30k_v4/search/best_55.3ms.yaml --out runs/bench_sampler
+
+``--samplers`` trains only some of them; ``--checkpoint`` scores SuperTransformers trained elsewhere
+(a run of experiments/multi30k.py) beside them, with their update counts.
 """
 from __future__ import annotations
 
@@ -59,6 +62,9 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=2048)
     parser.add_argument("--warmup", type=int, default=40)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--samplers", nargs="+", choices=("uniform", "sandwich"), default=["uniform", "sandwich"])
+    parser.add_argument("--checkpoint", type=Path, action="append", default=[],
+                        help="a SuperTransformer checkpoint trained elsewhere, scored beside the runs")
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "bench_sampler")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -70,6 +76,9 @@ def main() -> None:
     configs = {"largest": space.largest(), "smallest": space.smallest()}
     try:  # bad input: one line naming the file, before any training
         check_data_folder(args.data)
+        for path in args.checkpoint:
+            if not path.is_file():
+                raise HatError("checkpoint not found", path)
         for path in args.config:
             configs[path.stem] = SubTransformerConfig.from_yaml(path)
             space.validate(configs[path.stem])
@@ -77,13 +86,16 @@ def main() -> None:
         print(f"bench_sampler: error: {error}", file=sys.stderr)
         sys.exit(2)
     results = {}
-    for sampler in ("uniform", "sandwich"):
-        run = train_for(args.data, args.out, sampler, args.seconds, args)
+    for sampler in args.samplers:
+        results[sampler] = train_for(args.data, args.out, sampler, args.seconds, args)
+    for path in args.checkpoint:
+        results[str(path)] = {"checkpoint": str(path), "updates": updates_done(path)}
+    for name, run in results.items():
         run["valid_loss"] = inherited_losses(run["checkpoint"], args.data, configs)
-        results[sampler] = run
-        print(f"{sampler}: {run['updates']} updates in {run['wall_s']:.0f} s; valid loss "
+        print(f"{name}: {run['updates']} updates; valid loss "
               + ", ".join(f"{k} {v:.3f}" for k, v in run["valid_loss"].items()), flush=True)
     assert all(math.isfinite(v) for r in results.values() for v in r["valid_loss"].values())
+    args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(results, indent=2))
 
 

@@ -227,6 +227,14 @@ def test_follow_up_scripts_need_a_benchmark_run(script, tmp_path):
                                                          "not found (pass --run with the output folder of experiments/multi30k.py)")
 
 
+def test_sampler_benchmark_refuses_a_missing_checkpoint_before_training(data_bin, tmp_path):
+    proc = run_script("bench_sampler", "--data", str(data_bin), "--checkpoint", str(tmp_path / "none.pt"),
+                      "--out", str(tmp_path / "out"))
+    expected = f"bench_sampler: error: {tmp_path / 'none.pt'}: checkpoint not found"
+    assert (proc.returncode, proc.stderr.strip()) == (2, expected)
+    assert not (tmp_path / "out").exists()
+
+
 def test_distilled_models_are_compared_with_their_architecture_on_the_references(report, tmp_path):
     rows = [row("60ms (fine-tuned)", 15.0, 40.0, track="fine-tuned"),  # one architecture can win two constraints
             row("40ms (fine-tuned)", 20.0, 40.0, track="fine-tuned"),
