@@ -8,11 +8,13 @@ bits per token, as fairseq logs it). Uniform samples one SubTransformer per upda
 trains the largest, the smallest and one sampled SubTransformer in every update (BigNAS, OFA), so
 it makes fewer updates in the same time.
 
-    python experiments/bench_sampler.py --data runs/multi30k_v4/data-bin --seconds 600 \\
-        --config runs/multi30k_v4/search/best_55.3ms.yaml --out runs/bench_sampler
+    python experiments/bench_sampler.py --data runs/multi30k_v8/data-bin --seconds 932.3 --warmup 136 \\
+        --samplers uniform --config runs/multi30k_v8/search/best_24.4ms.yaml \\
+        --checkpoint runs/multi30k_v8/supernet/checkpoint_best.pt --out runs/bench_sampler_v8
 
-``--samplers`` trains only some of them; ``--checkpoint`` scores SuperTransformers trained elsewhere
-(a run of experiments/multi30k.py) beside them, with their update counts.
+``--samplers`` trains only some of them (none: it only scores); ``--checkpoint`` scores
+SuperTransformers trained elsewhere (a run of experiments/multi30k.py) beside them, with their
+update counts.
 """
 from __future__ import annotations
 
@@ -62,7 +64,7 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=2048)
     parser.add_argument("--warmup", type=int, default=40)
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--samplers", nargs="+", choices=("uniform", "sandwich"), default=["uniform", "sandwich"])
+    parser.add_argument("--samplers", nargs="*", choices=("uniform", "sandwich"), default=["uniform", "sandwich"])
     parser.add_argument("--checkpoint", type=Path, action="append", default=[],
                         help="a SuperTransformer checkpoint trained elsewhere, scored beside the runs")
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "bench_sampler")

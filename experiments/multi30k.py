@@ -89,8 +89,9 @@ STAGES = ("prepare", "supernet", "profile", "search", "train", "measure")
 # largest SubTransformer, or the translations of SEQ_TEACHER (sequence-level distillation).
 TARGETS = ("references", "word-level distillation", "sequence-level distillation")
 SEQ_TEACHER = "largest (scratch)"
-# HAT samples one SubTransformer per update; at this budget the sandwich rule's SuperTransformer
-# gives far better inherited weights for the same number of updates (BENCHMARKS.md).
+# HAT samples one SubTransformer per update. The budget counts updates, and for the same number the
+# sandwich rule's SuperTransformer, at three passes per update, has far better inherited weights
+# (for the same wall time HAT's sampler does better; BENCHMARKS.md).
 SUPERNET_SAMPLER = "sandwich"
 TEST_SETS = ("test_2016_flickr", "test_2017_flickr", "test_2018_flickr")
 SPLITS = tuple(test_split(i) for i in range(len(TEST_SETS)))  # their fairseq splits: test, test1, test2
