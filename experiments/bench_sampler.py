@@ -69,9 +69,12 @@ def main() -> None:
                         help="a SuperTransformer checkpoint trained elsewhere, scored beside the runs")
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "bench_sampler")
     args = parser.parse_args()
+    if not args.samplers and not args.checkpoint:
+        parser.error("nothing to score: give --samplers to train or --checkpoint to score")
     logging.basicConfig(level=logging.WARNING)
     from hat.data.prepare import check_data_folder
     from hat.errors import HatError
+    from hat.io import atomic_write_text
     from hat.space import SearchSpace, SubTransformerConfig
 
     space = SearchSpace.from_yaml(SPACE)
@@ -98,7 +101,7 @@ def main() -> None:
               + ", ".join(f"{k} {v:.3f}" for k, v in run["valid_loss"].items()), flush=True)
     assert all(math.isfinite(v) for r in results.values() for v in r["valid_loss"].values())
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "results.json").write_text(json.dumps(results, indent=2))
+    atomic_write_text(args.out / "results.json", json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":

@@ -235,6 +235,12 @@ def test_sampler_benchmark_refuses_a_missing_checkpoint_before_training(data_bin
     assert not (tmp_path / "out").exists()
 
 
+def test_sampler_benchmark_with_nothing_to_train_or_score_is_an_error(tmp_path):
+    proc = run_script("bench_sampler", "--data", str(tmp_path), "--samplers")
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1] == (
+        "bench_sampler.py: error: nothing to score: give --samplers to train or --checkpoint to score")
+
+
 def test_distilled_models_are_compared_with_their_architecture_on_the_references(report, tmp_path):
     rows = [row("60ms (fine-tuned)", 15.0, 40.0, track="fine-tuned"),  # one architecture can win two constraints
             row("40ms (fine-tuned)", 20.0, 40.0, track="fine-tuned"),
