@@ -31,10 +31,9 @@ SPACE = ROOT / "search_spaces" / "multi30k_cpu.yaml"
 
 
 def updates_done(checkpoint: Path) -> int:
-    import torch
+    from hat.checkpoints import read_checkpoint
 
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    return int(state["optimizer_history"][-1]["num_updates"])
+    return int(read_checkpoint(checkpoint)["optimizer_history"][-1]["num_updates"])
 
 
 def train_for(data: Path, out: Path, sampler: str, seconds: float, args: argparse.Namespace) -> dict:
@@ -73,6 +72,7 @@ def main() -> None:
         parser.error("nothing to score: give --samplers to train or --checkpoint to score")
     logging.basicConfig(level=logging.WARNING)
     from hat.data.prepare import check_data_folder
+    from hat.checkpoints import load_supernet
     from hat.errors import HatError
     from hat.io import atomic_write_text
     from hat.space import SearchSpace, SubTransformerConfig
@@ -81,9 +81,8 @@ def main() -> None:
     configs = {"largest": space.largest(), "smallest": space.smallest()}
     try:  # bad input: one line naming the file, before any training
         check_data_folder(args.data)
-        for path in args.checkpoint:
-            if not path.is_file():
-                raise HatError("checkpoint not found", path)
+        for path in args.checkpoint:  # missing, foreign or of another space: one line, before any training
+            load_supernet(path, space)
         for path in args.config:
             configs[path.stem] = SubTransformerConfig.from_yaml(path)
             space.validate(configs[path.stem])

@@ -235,6 +235,15 @@ def test_sampler_benchmark_refuses_a_missing_checkpoint_before_training(data_bin
     assert not (tmp_path / "out").exists()
 
 
+def test_sampler_benchmark_refuses_a_foreign_checkpoint_before_training(data_bin, tmp_path):
+    foreign = tmp_path / "notes.pt"
+    foreign.write_text("not a checkpoint")
+    proc = run_script("bench_sampler", "--data", str(data_bin), "--checkpoint", str(foreign), "--out", str(tmp_path / "out"))
+    line = proc.stderr.strip()
+    assert proc.returncode == 2 and line.startswith("bench_sampler: error: ") and "notes.pt: " in line
+    assert "Traceback" not in proc.stderr and not (tmp_path / "out").exists()
+
+
 def test_sampler_benchmark_with_nothing_to_train_or_score_is_an_error(tmp_path):
     proc = run_script("bench_sampler", "--data", str(tmp_path), "--samplers")
     assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1] == (
