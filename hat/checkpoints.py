@@ -44,15 +44,31 @@ def load_weights_only(source: Any, map_location: Any = "cpu") -> Any:
     ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1`` turn it off only when the caller did not ask, and
     older versions default to full unpickling. ``source`` is a path or an open binary file.
     """
-    name = getattr(source, "name", source)
+    name = source if isinstance(source, (str, Path)) else getattr(source, "name", None)  # a Path's .name drops its folder
     if _torch_version() < (2, 6):
         raise HatError(f"torch {torch.__version__} cannot read checkpoints safely (CVE-2025-32434): "
                        "install torch >= 2.6", name)
     try:
         return torch.load(source, map_location=map_location, weights_only=True)
     except Exception as err:  # noqa: BLE001 - any failure here means "not a readable checkpoint"
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise HatError(f"cannot read checkpoint safely ({first[:300]})", name) from None
+        raise HatError(f"cannot read checkpoint safely ({_load_failure(err)[:300]})", name) from None
+
+
+_TORCH_ADVICE = ("Weights only load failed", "(1)", "(2)", "Please file an issue", "Check the documentation")
+
+
+def _load_failure(err: Exception) -> str:
+    """What in the file made ``torch.load`` fail, without torch's advice on how to unpickle it anyway."""
+    text = str(err).strip()
+    if isinstance(err, (KeyError, EOFError)) or not text:  # torch's bare "magic number" KeyError and the like
+        return f"not a PyTorch checkpoint file: {type(err).__name__} {text}".strip()
+    if not text.startswith(_TORCH_ADVICE[0]):
+        return text.splitlines()[0]
+    _, marker, after = text.partition("WeightsUnpickler error:")
+    lines = [line.strip() for line in (after if marker else text).splitlines()]
+    reason = next((line for line in lines if line and not line.startswith(_TORCH_ADVICE)),
+                  "it holds objects other than tensors and plain data")
+    return f"a weights-only load refused it: {reason.split('. ')[0].rstrip('.')}"
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:

@@ -211,11 +211,11 @@ CASES = [
                        data_with(w, t, lambda d: (d / "valid.en-de.en.idx").unlink())], "valid"),
     # evaluate
     Case("import-hat: checkpoint is text", lambda w, t: ["import-hat", write(t, "h.pt", "hello"), "--data", w["data"],
-                                                        "--out", t / "o.pt"], "h.pt"),
+                                                        "--out", t / "o.pt"], "/h.pt: "),  # the path, not just the name
     Case("import-hat: one of ours, not HAT's", lambda w, t: ["import-hat", w["checkpoint"], "--data", w["data"],
                                                             "--out", t / "o.pt"], "no args namespace"),
     Case("average: a checkpoint is binary noise", lambda w, t: ["average", "--inputs", w["checkpoint"],
-                                                                write(t, "n.pt", BINARY), "--out", t / "o.pt"], "n.pt"),
+                                                                write(t, "n.pt", BINARY), "--out", t / "o.pt"], "/n.pt: "),
     Case("average: a single checkpoint", lambda w, t: ["average", "--inputs", w["checkpoint"], "--out", t / "o.pt"],
          "at least 2"),
     Case("evaluate: --device cuda:99", lambda w, t: ["evaluate", "--checkpoint", w["checkpoint"], "--data", w["data"],
@@ -230,7 +230,7 @@ CASES = [
     Case("evaluate: --max-tokens 1", lambda w, t: ["evaluate", "--checkpoint", w["checkpoint"], "--data", w["data"],
                                                    "--max-tokens", "1", "--no-bleu"], "--max-tokens"),
     Case("evaluate: checkpoint is text", lambda w, t: ["evaluate", "--checkpoint", write(t, "c.pt", "hello"),
-                                                       "--data", w["data"]], "c.pt"),
+                                                       "--data", w["data"]], "/c.pt: "),
     Case("evaluate: truncated test split",
          lambda w, t: ["evaluate", "--checkpoint", w["checkpoint"], "--no-bleu", "--data",
                        data_with(w, t, lambda d: truncate(d / "test.en-de.en.bin"))], "test.en-de.en.bin"),

@@ -72,6 +72,18 @@ def test_fairseq_reads_checkpoints_weights_only_once_hat_is_loaded(crafted):
     assert not marker.exists()
 
 
+def test_a_refused_checkpoint_is_named_by_its_path_with_what_was_refused(crafted):
+    from hat.checkpoints import read_checkpoint
+
+    path, marker = crafted
+    with pytest.raises(HatError) as refused:
+        read_checkpoint(path)
+    message = str(refused.value)
+    assert message.startswith(f"{path}: cannot read checkpoint safely (a weights-only load refused it: ")
+    assert "open" in message and "(1)" not in message and "weights_only` set to `False`" not in message  # no advice to unpickle
+    assert not marker.exists()
+
+
 @pytest.mark.parametrize("route", ["config restore-file", "finetune-from-model", "evaluate", "search", "export"])
 def test_no_command_unpickles_a_crafted_checkpoint(route, crafted, data_bin, tmp_path, capsys):
     path, marker = crafted
