@@ -496,7 +496,8 @@ def stock_bleu(checkpoint: str, data: Path, split: str) -> float:
 
     code = f"{ALLOW_NAMESPACE} from fairseq_cli.generate import cli_main; sys.argv[0] = 'fairseq-generate'; cli_main()"
     proc = subprocess.run([sys.executable, "-c", code, str(data), "--path", checkpoint, "--gen-subset", split,
-                           "--beam", "5", "--batch-size", "64", "--max-len-a", "1.2", "--max-len-b", "10", "--cpu"],
+                           "--beam", "5", "--batch-size", "64", "--max-len-a", "1.2", "--max-len-b", "10", "--cpu",
+                           "--required-batch-size-multiple", "1"],  # else fairseq drops the last batch (fairseq#5036)
                           capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit(f"multi30k: error: {checkpoint}: fairseq-generate failed:\n{proc.stderr[-2000:]}")
@@ -510,7 +511,18 @@ def stock_bleu(checkpoint: str, data: Path, split: str) -> float:
             sid, text = line[2:].split("\t", 1)
             refs[int(sid)] = detok(text.split())
     order = sorted(hyps)
+    expected = split_sentences(data, split)
+    if len(order) != expected:
+        raise SystemExit(f"multi30k: error: {checkpoint}: fairseq-generate translated {len(order)} of the "
+                         f"{expected} sentences of '{split}'")
     return sacrebleu.metrics.BLEU().corpus_score([hyps[i] for i in order], [[refs[i] for i in order]]).score
+
+
+def split_sentences(data: Path, split: str) -> int:
+    """Sentences in a binarized split of the benchmark's data (en-de)."""
+    from fairseq.data import data_utils
+
+    return len(data_utils.load_indexed_dataset(str(data / f"{split}.en-de.en"), None))
 
 
 def slug(name: str) -> str:

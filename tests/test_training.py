@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -108,6 +109,26 @@ def test_train_step_activates_the_update_config(data_bin, tiny_space):
     assert log["loss_largest"] == log["loss"] and "loss_smallest" in log
 
 
+@pytest.mark.parametrize("max_tokens", [300, 512, 2048])
+def test_every_sentence_is_batched_with_fairseqs_batch_size_multiple(data_bin, max_tokens):
+    """fairseq drops a last batch whose size is not a multiple of --required-batch-size-multiple (8 by
+    default; fairseq#5036), so validation skipped the longest sentences. The plugin's datasets keep it;
+    the other batches are fairseq's own."""
+    from fairseq.data import FairseqDataset
+
+    _, task, _, _, _ = plugin_task(data_bin)
+    dataset = task.dataset("valid")
+    indices = dataset.ordered_indices()
+    fairseqs = FairseqDataset.batch_by_size(dataset, indices, max_tokens, None, 8)
+    ours = dataset.batch_by_size(indices, max_tokens=max_tokens, required_batch_size_multiple=8)
+    assert [list(b) for b in ours[:len(fairseqs)]] == [list(b) for b in fairseqs]
+    assert np.array_equal(np.concatenate(ours), indices)  # every sentence, in fairseq's order
+    assert sum(map(len, fairseqs)) < len(indices) or max_tokens != 300  # the case the fix is for does occur
+    itr = task.get_batch_iterator(dataset, max_tokens=max_tokens, required_batch_size_multiple=8)
+    seen = sorted(i for batch in itr.next_epoch_itr(shuffle=False) for i in batch["id"].tolist())
+    assert seen == list(range(len(dataset)))
+
+
 def test_sandwich_train_step_accumulates_the_three_subtransformers(data_bin, tiny_space):
     """One sandwich update = the largest, the smallest and the sampled SubTransformer, each forward and
     backward on the same batch: its loss and gradients are the sums of the three separate passes."""
@@ -162,6 +183,20 @@ def test_evaluate_returns_finite_loss_and_bleu(trained, data_bin, capsys):
     assert main(["evaluate", "--checkpoint", str(trained["last"]), "--data", str(data_bin), "--beam", "2", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert math.isfinite(result["loss"]) and 0.0 <= result["bleu"] <= 100.0 and result["sentences"] == 40
+
+
+def test_bleu_of_a_split_with_sentences_the_model_cannot_take_is_refused(data_bin, tmp_path):
+    """fairseq would skip them and BLEU would score the rest; HAT names the split and the count instead."""
+    from hat.evaluation import Generation, generate_bleu
+    from hat.training import train
+
+    last = train(space=SPACES / "tiny.yaml", data=data_bin, save_dir=tmp_path / "short",
+                 options={**TRAIN_OPTIONS, "max-update": 1, "max-source-positions": 8, "max-target-positions": 8,
+                          "disable-validation": True})
+    with pytest.raises(HatError, match=r"split 'test': \d+ sentence\(s\) longer than the model takes "
+                                       r"\(8 source / 8 target tokens\), sentence #\d+ first") as refused:
+        generate_bleu(last, data_bin, None, Generation("test", beam=1))
+    assert str(refused.value).startswith(f"{data_bin}: ")
 
 
 def test_checkpoint_of_another_space_is_refused(trained, tmp_path, data_bin):
