@@ -227,6 +227,38 @@ def test_follow_up_scripts_need_a_benchmark_run(script, tmp_path):
                                                          "not found (pass --run with the output folder of experiments/multi30k.py)")
 
 
+def test_fitness_rank_needs_a_benchmark_run(tmp_path):
+    proc = run_script("bench_fitness_rank", "--run", str(tmp_path), "--constraint", "20", "--out", str(tmp_path / "out"))
+    assert (proc.returncode, proc.stderr.strip()) == (2, f"bench_fitness_rank: error: {tmp_path / 'stages.json'}: "
+                                                         "not found (pass --run with the output folder of experiments/multi30k.py)")
+    assert not (tmp_path / "out").exists()
+
+
+def history_row(constraint: float, archid: str, latency: float, loss: float) -> dict:
+    return {"constraint_ms": constraint, "iteration": 0, "archid": archid, "latency_ms": latency, "loss": loss,
+            "config": '{"encoder_embed_dim": 192}'}
+
+
+def test_fitness_rank_keeps_the_best_candidates_of_each_latency_bin(tmp_path):
+    import csv
+
+    rank = load("bench_fitness_rank")
+    history = tmp_path / "history.csv"
+    rows = [history_row(30, "other", 25.0, 1.0), history_row(20, "a", 10.0, 5.0), history_row(20, "b", 10.5, 4.0),
+            history_row(20, "c", 11.0, 4.5), history_row(20, "d", 19.0, 6.0), history_row(20, "e", 20.0, 6.5),
+            history_row(20, "f", 14.0, 3.0)]
+    with history.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    candidates = rank.explored(history, 20.0)
+    assert sorted(candidates) == ["a", "b", "c", "d", "e", "f"]  # another constraint's rows are not candidates
+    # bins of 10-15 and 15-20 ms: the 2 lowest losses of each (the top edge in the last), by latency
+    assert [c["archid"] for c in rank.pick(candidates, bins=2, per_bin=2)] == ["b", "f", "d", "e"]
+    with pytest.raises(rank.HatError, match="no SubTransformer was searched under 25 ms"):
+        rank.explored(history, 25.0)
+
+
 def test_sampler_benchmark_refuses_a_missing_checkpoint_before_training(data_bin, tmp_path):
     proc = run_script("bench_sampler", "--data", str(data_bin), "--checkpoint", str(tmp_path / "none.pt"),
                       "--out", str(tmp_path / "out"))
