@@ -57,6 +57,11 @@ log = logging.getLogger("multi30k")
 # only holds attributes, so it is allowed, in the processes that train and decode the stock model
 # this script trained, and nothing else is.
 ALLOW_NAMESPACE = "import argparse, sys, torch; torch.serialization.add_safe_globals([argparse.Namespace]);"
+# fairseq's translation task batching every sentence, as HAT's task does (fairseq#5036): both models
+# of the stock comparison then validate on the same sentences
+KEEP_EVERY_BATCH = ("from fairseq.tasks.translation import TranslationTask; from hat.data.batches import keep_every_batch; "
+                    "_load = TranslationTask.load_dataset; TranslationTask.load_dataset = lambda self, split, **kw: "
+                    "(_load(self, split, **kw), keep_every_batch(self.datasets[split]))[0];")
 
 
 def stock_updates(checkpoint: Path) -> int:
@@ -432,8 +437,8 @@ def train_stock_transformer(data: Path, save: Path, options: dict) -> None:
     argv = [str(data), "--save-dir", str(save), *stock_transformer_argv(largest), *options_to_argv(options)]
     save.mkdir(parents=True, exist_ok=True)
     with (save / "train.log").open("a") as detail:
-        subprocess.run([sys.executable, "-c", f"{ALLOW_NAMESPACE} from hat.training import parse_train_argv, "
-                        "run_fairseq_train; run_fairseq_train(parse_train_argv(sys.argv[1:]))", *argv],
+        subprocess.run([sys.executable, "-c", f"{ALLOW_NAMESPACE} {KEEP_EVERY_BATCH} from hat.training import "
+                        "parse_train_argv, run_fairseq_train; run_fairseq_train(parse_train_argv(sys.argv[1:]))", *argv],
                        check=True, stdout=detail, stderr=subprocess.STDOUT)
 
 

@@ -227,6 +227,26 @@ def test_follow_up_scripts_need_a_benchmark_run(script, tmp_path):
                                                          "not found (pass --run with the output folder of experiments/multi30k.py)")
 
 
+def test_fairseqs_transformer_validates_on_every_sentence_like_hats(multi30k, data_bin):
+    """The stock comparison trains fairseq's own translation task in a subprocess; patched like HAT's
+    task, it batches every validation sentence (fairseq drops a last batch that is not a multiple of 8)."""
+    code = f"""import sys; {multi30k.KEEP_EVERY_BATCH}
+from fairseq import options, tasks
+from fairseq.dataclass.utils import convert_namespace_to_omegaconf
+argv = [sys.argv[1], "--task", "translation", "--arch", "transformer", "-s", "en", "-t", "de"]
+cfg = convert_namespace_to_omegaconf(options.parse_args_and_arch(options.get_training_parser(), input_args=argv))
+task = tasks.setup_task(cfg.task)
+task.load_dataset("valid")
+dataset = task.dataset("valid")
+batches = task.get_batch_iterator(dataset, max_tokens=300, required_batch_size_multiple=8).next_epoch_itr(shuffle=False)
+print(sum(len(batch["id"]) for batch in batches), len(dataset))
+"""
+    proc = subprocess.run([sys.executable, "-c", code, str(data_bin)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    seen, total = map(int, proc.stdout.split())
+    assert seen == total == 60
+
+
 def test_fitness_rank_needs_a_benchmark_run(tmp_path):
     proc = run_script("bench_fitness_rank", "--run", str(tmp_path), "--constraint", "20", "--out", str(tmp_path / "out"))
     assert (proc.returncode, proc.stderr.strip()) == (2, f"bench_fitness_rank: error: {tmp_path / 'stages.json'}: "

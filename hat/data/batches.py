@@ -1,6 +1,7 @@
 """Batches of a binarized split, loaded once into memory (uses fairseq's dataset readers)."""
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +21,22 @@ class Batch:
     def to(self, device: torch.device | str) -> "Batch":
         """The same batch on ``device``."""
         return Batch(*(tensor.to(device) for tensor in (self.src_tokens, self.prev_output_tokens, self.target, self.ids)))
+
+
+def batches_keeping_remainder(dataset, indices, max_tokens=None, max_sentences=None, required_batch_size_multiple=1):
+    """``dataset``'s batches of ``indices``, plus the last one, which fairseq drops when its size is
+    not a multiple of ``required_batch_size_multiple`` (8 by default; fairseq issue #5036): without
+    it validation skipped the longest sentences and training never saw them."""
+    batches = type(dataset).batch_by_size(dataset, indices, max_tokens, max_sentences, required_batch_size_multiple)
+    kept = sum(len(batch) for batch in batches)
+    if kept < len(indices):  # batches are consecutive runs of ``indices``: the dropped one is the tail
+        batches = list(batches) + [np.asarray(indices[kept:], dtype=np.int64)]
+    return batches
+
+
+def keep_every_batch(dataset) -> None:
+    """Make a fairseq dataset batch every sentence (:func:`batches_keeping_remainder`)."""
+    dataset.batch_by_size = functools.partial(batches_keeping_remainder, dataset)
 
 
 def load_batches(

@@ -1,31 +1,20 @@
 """``--task hat_translation``: translation where every update trains one sampled SubTransformer."""
 
-import functools
 import math
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 from fairseq import metrics
 from fairseq.tasks import register_task
 from fairseq.tasks.translation import TranslationConfig, TranslationTask
 from omegaconf import II
 
+from hat.data.batches import keep_every_batch
 from hat.errors import HatError
 from hat.space import SAMPLERS, SubTransformerConfig, update_configs
 
 LOSS_KEYS = ("loss", "nll_loss")
 
-
-def batches_keeping_remainder(dataset, indices, max_tokens=None, max_sentences=None, required_batch_size_multiple=1):
-    """``dataset``'s batches of ``indices``, plus the last one, which fairseq drops when its size is
-    not a multiple of ``required_batch_size_multiple`` (8 by default; fairseq issue #5036): without
-    it validation skipped the longest sentences and training never saw them."""
-    batches = type(dataset).batch_by_size(dataset, indices, max_tokens, max_sentences, required_batch_size_multiple)
-    kept = sum(len(batch) for batch in batches)
-    if kept < len(indices):  # batches are consecutive runs of ``indices``: the dropped one is the tail
-        batches = list(batches) + [np.asarray(indices[kept:], dtype=np.int64)]
-    return batches
 
 
 @dataclass
@@ -54,8 +43,7 @@ class HatTranslationTask(TranslationTask):
 
     def load_dataset(self, split, epoch=1, combine=False, **kwargs):
         super().load_dataset(split, epoch=epoch, combine=combine, **kwargs)
-        dataset = self.datasets[split]
-        dataset.batch_by_size = functools.partial(batches_keeping_remainder, dataset)
+        keep_every_batch(self.datasets[split])
 
     def build_model(self, cfg, from_checkpoint=False):
         model = super().build_model(cfg, from_checkpoint)
