@@ -152,6 +152,8 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=2, help="processes scoring candidates")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
+    if min(args.bins, args.per_bin, args.workers) < 1:
+        parser.error("--bins, --per-bin and --workers must be at least 1")
     try:
         budget = load_budget(args.run)
         candidates = explored(args.run / "search" / "history.csv", args.constraint)

@@ -254,6 +254,13 @@ def test_fitness_rank_needs_a_benchmark_run(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_fitness_rank_refuses_empty_bins(tmp_path):
+    proc = run_script("bench_fitness_rank", "--run", str(tmp_path), "--constraint", "20", "--bins", "0",
+                      "--out", str(tmp_path / "out"))
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1] == (
+        "bench_fitness_rank.py: error: --bins, --per-bin and --workers must be at least 1")
+
+
 def history_row(constraint: float, archid: str, latency: float, loss: float) -> dict:
     return {"constraint_ms": constraint, "iteration": 0, "archid": archid, "latency_ms": latency, "loss": loss,
             "config": '{"encoder_embed_dim": 192}'}
