@@ -69,6 +69,7 @@ class Generation:
     device: str = "cpu"
     fp16: bool = False
     progress: bool = False  # a progress bar over the split's batches (for long splits)
+    skip_too_long: bool = False  # leave out sentences longer than the model takes, instead of refusing the split
 
 
 def generate_bleu(checkpoint: str | Path, data: str | Path, config: Any | None, generation: Generation = Generation(),
@@ -116,12 +117,13 @@ def generate(checkpoint: str | Path, data: str | Path, config: Any | None,
     task.load_dataset(generation.split)
     dataset = task.dataset(generation.split)
     _, too_long = dataset.filter_indices_by_size(dataset.ordered_indices(), model.max_positions())
-    if len(too_long):  # fairseq would skip them silently, and BLEU would score the rest
+    if len(too_long) and not generation.skip_too_long:  # else BLEU would silently score the rest
         source, target = model.max_positions()
         raise HatError(f"split '{generation.split}': {len(too_long)} sentence(s) longer than the model takes "
                        f"({source} source / {target} target tokens), sentence #{too_long[0]} first", data)
     itr = task.get_batch_iterator(dataset, max_tokens=generation.max_tokens, max_sentences=generation.max_sentences,
-                                  max_positions=model.max_positions()).next_epoch_itr(shuffle=False)
+                                  max_positions=model.max_positions(),
+                                  ignore_invalid_inputs=generation.skip_too_long).next_epoch_itr(shuffle=False)
     generator = task.build_generator([model], Namespace(beam=generation.beam, lenpen=generation.lenpen, max_len_a=1.2,
                                                          max_len_b=10))
     pad = task.target_dictionary.pad()
@@ -139,8 +141,9 @@ def generate(checkpoint: str | Path, data: str | Path, config: Any | None,
                 target = sample["target"][i]
                 hypotheses[sid] = outputs[i][0]["tokens"].int().cpu()
                 references[sid] = target[target.ne(pad)].int().cpu()
-    if len(hypotheses) != len(dataset):
-        raise HatError(f"split '{generation.split}': translated {len(hypotheses)} of {len(dataset)} sentences", data)
+    if len(hypotheses) != len(dataset) - len(too_long):
+        raise HatError(f"split '{generation.split}': translated {len(hypotheses)} of "
+                       f"{len(dataset) - len(too_long)} sentences", data)
     return task, hypotheses, references
 
 

@@ -191,12 +191,18 @@ def test_bleu_of_a_split_with_sentences_the_model_cannot_take_is_refused(data_bi
     from hat.training import train
 
     last = train(space=SPACES / "tiny.yaml", data=data_bin, save_dir=tmp_path / "short",
-                 options={**TRAIN_OPTIONS, "max-update": 1, "max-source-positions": 8, "max-target-positions": 8,
+                 options={**TRAIN_OPTIONS, "max-update": 1, "max-source-positions": 16, "max-target-positions": 16,
                           "disable-validation": True})
     with pytest.raises(HatError, match=r"split 'test': \d+ sentence\(s\) longer than the model takes "
-                                       r"\(8 source / 8 target tokens\), sentence #\d+ first") as refused:
+                                       r"\(16 source / 16 target tokens\), sentence #\d+ first") as refused:
         generate_bleu(last, data_bin, None, Generation("test", beam=1))
     assert str(refused.value).startswith(f"{data_bin}: ")
+    # sequence-level distillation translates what the model takes and keeps the other references
+    from hat.data.distill import distil_data
+
+    info = json.loads((distil_data(last, data_bin, tmp_path / "distilled", split="valid", beam=1)
+                       / "distilled.json").read_text())
+    assert info["kept"] > 0 and info["translated"] > 0 and info["translated"] + info["kept"] == 60
 
 
 def test_checkpoint_of_another_space_is_refused(trained, tmp_path, data_bin):

@@ -1,4 +1,5 @@
-"""Batches of a binarized split, loaded once into memory (uses fairseq's dataset readers)."""
+"""Batches of a binarized split: loaded once into memory for scoring (with fairseq's dataset readers),
+and fairseq's own batching made to keep every sentence."""
 from __future__ import annotations
 
 import functools

@@ -41,7 +41,8 @@ def distil_data(checkpoint: str | Path, data: str | Path, out: str | Path, confi
     loaded = load_supernet(checkpoint)
     config = config or default_config(loaded)
     loaded.space.validate(config)
-    task, hypotheses, _ = generate(checkpoint, data, config, Generation(split, beam, lenpen, max_tokens, progress=True))
+    task, hypotheses, _ = generate(checkpoint, data, config, Generation(split, beam, lenpen, max_tokens, progress=True,
+                                                                               skip_too_long=True))
     dataset = task.dataset(split)
     targets = [hypotheses.get(i, dataset.tgt[i]) for i in range(len(dataset))]  # too long to translate: kept
     out.parent.mkdir(parents=True, exist_ok=True)
