@@ -61,7 +61,7 @@ def pick(candidates: dict[str, dict[str, Any]], bins: int, per_bin: int) -> list
     return sorted(chosen, key=lambda c: c["latency_ms"])
 
 
-def fine_tune(candidate: dict[str, Any], run: Path, out: Path, budget: Any) -> Path:
+def fine_tune(candidate: dict[str, Any], supernet: str, run: Path, out: Path, budget: Any) -> Path:
     """The benchmark's fine-tuning of one candidate (resumed by fairseq if interrupted)."""
     from hat.space import SubTransformerConfig
     from hat.training import train
@@ -70,7 +70,6 @@ def fine_tune(candidate: dict[str, Any], run: Path, out: Path, budget: Any) -> P
     folder.mkdir(parents=True, exist_ok=True)
     config = folder / "config.yaml"
     SubTransformerConfig.from_dict(candidate["config"]).to_yaml(config)
-    supernet = load_json(run / "stages.json", "stage record")["supernet"]["checkpoint"]
     train(space=SPACE, data=run / "data-bin", save_dir=folder, subtransformer_config=config, restore_file=supernet,
           reset_optimizer=True, options=train_options(budget, budget.finetune_updates))
     return folder / "checkpoint_best.pt"
@@ -91,10 +90,14 @@ def score(job: tuple[dict[str, Any], str, str, Path]) -> dict[str, Any]:
     return row
 
 
-def kendall(x: list[float], y: list[float]) -> float:
+def kendall(x: list[float], y: list[float]) -> str:
+    """Kendall's tau as text; undefined (not NaN) for fewer than 2 candidates or constant values."""
+    import math
+
     from scipy.stats import kendalltau
 
-    return float(kendalltau(x, y).statistic)
+    tau = float(kendalltau(x, y).statistic) if len(x) > 1 else math.nan
+    return f"{tau:+.3f}" if math.isfinite(tau) else "undefined (fewer than 2 candidates, or all values equal)"
 
 
 def report(rows: list[dict[str, Any]], chosen: str, out: Path) -> str:
@@ -108,11 +111,11 @@ def report(rows: list[dict[str, Any]], chosen: str, out: Path) -> str:
                      + " | ".join(f"{r['bleu'][t]:.2f}" for t in TEST_SETS) + " |")
     inherited = [r["inherited_loss"] for r in rows]
     mean_bleu = [statistics.mean(r["bleu"].values()) for r in rows]
-    lines += ["", f"Kendall tau, inherited loss against fine-tuned loss: {kendall(inherited, [r['tuned_loss'] for r in rows]):+.3f}",
-              f"Kendall tau, inherited loss against mean test BLEU: {kendall(inherited, mean_bleu):+.3f} "
+    lines += ["", f"Kendall tau, inherited loss against fine-tuned loss: {kendall(inherited, [r['tuned_loss'] for r in rows])}",
+              f"Kendall tau, inherited loss against mean test BLEU: {kendall(inherited, mean_bleu)} "
               "(negative: lower loss, higher BLEU)",
               f"Kendall tau, predicted latency against fine-tuned loss: "
-              f"{kendall([r['latency_ms'] for r in rows], [r['tuned_loss'] for r in rows]):+.3f}"]
+              f"{kendall([r['latency_ms'] for r in rows], [r['tuned_loss'] for r in rows])}"]
     best = min(rows, key=lambda r: r["tuned_loss"])
     lines.append(f"Lowest fine-tuned loss: {best['archid']} ({best['latency_ms']:.2f} ms predicted, "
                  f"{best['tuned_loss']:.3f}); the search's pick: {chosen}")
@@ -183,7 +186,7 @@ def run(args: argparse.Namespace, candidates: dict[str, dict[str, Any]], chosen:
     for candidate in picked:
         if not (rows_dir / f"{candidate['archid']}.json").is_file():
             log.info("fine-tuning %s (%.2f ms predicted)", candidate["archid"], candidate["latency_ms"])
-            tuned = fine_tune(candidate, args.run, args.out, budget)
+            tuned = fine_tune(candidate, supernet, args.run, args.out, budget)
             jobs.append((candidate, supernet, str(tuned), args.run / "data-bin"))
     log.info("scoring %d fine-tuned candidates", len(jobs))
     with ProcessPoolExecutor(args.workers, mp_context=multiprocessing.get_context("spawn"),

@@ -282,6 +282,8 @@ def test_fitness_rank_keeps_the_best_candidates_of_each_latency_bin(tmp_path):
     assert sorted(candidates) == ["a", "b", "c", "d", "e", "f"]  # another constraint's rows are not candidates
     # bins of 10-15 and 15-20 ms: the 2 lowest losses of each (the top edge in the last), by latency
     assert [c["archid"] for c in rank.pick(candidates, bins=2, per_bin=2)] == ["b", "f", "d", "e"]
+    assert rank.kendall([1.0, 2.0, 3.0], [3.0, 2.0, 1.0]) == "-1.000"
+    assert rank.kendall([1.0], [2.0]).startswith("undefined")  # one candidate: no NaN in the report
     with pytest.raises(rank.HatError, match="no SubTransformer was searched under 25 ms"):
         rank.explored(history, 25.0)
 
