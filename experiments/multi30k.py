@@ -12,8 +12,11 @@ killed training resumes from its last checkpoint):
              the largest SubTransformer's measured latency / 2, / 3 and / 4 (DIVISORS), less the
              winners' tolerance; winners measured, predictor refitted and search re-run while off;
              a constraint no SubTransformer can meet is dropped and recorded
-  train      fine-tuned track: every searched model, the largest and the smallest, each fine-tuned
-             from the SuperTransformer for finetune_updates; from-scratch track, for
+  select     each constraint's FINALISTS finalists (the lowest inherited loss in each of equal bands
+             of the latency the search explored, hat.search.finalists), each fine-tuned as the
+             fine-tuned track does; the lowest fine-tuned validation loss is the constraint's model
+  train      fine-tuned track: every selected model (its finalist's training), the largest and the
+             smallest, each fine-tuned from the SuperTransformer for finetune_updates; from-scratch track, for
              supernet_updates + finetune_updates: the / 3 model, the largest, the stock
              architecture (the largest attending to the last encoder layer) and fairseq's own
              `transformer` of it, with the same options; the / 3 model again on both tracks with
@@ -89,7 +92,8 @@ DIVISORS = (2, 3, 4)
 SCRATCH_DIVISOR = 3
 WINNER_TOLERANCE = 0.03
 WINNER_ROUNDS = 2
-STAGES = ("prepare", "supernet", "profile", "search", "train", "measure")
+FINALISTS = 4  # per constraint, fine-tuned and compared by validation loss (the select stage)
+STAGES = ("prepare", "supernet", "profile", "search", "select", "train", "measure")
 # What a model learns from: the references, word-level distillation from the SuperTransformer's
 # largest SubTransformer, or the translations of SEQ_TEACHER (sequence-level distillation).
 TARGETS = ("references", "word-level distillation", "sequence-level distillation")
@@ -151,7 +155,7 @@ class Experiment:
                     "scratch_divisor": SCRATCH_DIVISOR, "winner_tolerance": WINNER_TOLERANCE,
                     "winner_rounds": WINNER_ROUNDS, "distillation": dataclasses.asdict(Distillation()),
                     "stock_transformer_options": "hat-train-defaults", "seq_distillation_teacher": SEQ_TEACHER,
-                    "supernet_sampler": SUPERNET_SAMPLER}
+                    "supernet_sampler": SUPERNET_SAMPLER, "finalists": FINALISTS}
         self.runner = StageRunner(out / "stages.json", log, settings)
         self.stages = self.runner.results
         self.bin = out / "data-bin"
@@ -159,7 +163,7 @@ class Experiment:
     def run(self, stop_after: str | None = None) -> None:
         steps: list[tuple[str, Callable[[], dict]]] = [
             ("prepare", self.prepare), ("supernet", self.supernet), ("profile", self.profile),
-            ("search", self.search), ("train", self.train_models), ("measure", self.measure),
+            ("search", self.search), ("select", self.select), ("train", self.train_models), ("measure", self.measure),
         ]
         if stop_after is not None:
             steps = steps[:[name for name, _ in steps].index(stop_after) + 1]
@@ -295,6 +299,51 @@ class Experiment:
             predictor.save(path)
         return LatencyPredictor.load(path)
 
+    def select(self) -> dict:
+        """Each constraint's finalists fine-tuned for ``finetune_updates`` from the SuperTransformer
+        (one training per architecture, resumed if interrupted) and scored by validation loss on the
+        whole validation set; the lowest is the constraint's model. Scores are kept per finalist."""
+        import csv
+
+        from hat.search.finalists import write_finalists
+        from hat.space import SubTransformerConfig
+
+        configs = self.stages["search"]["configs"]
+        with (self.out / "search" / "history.csv").open(newline="") as handle:
+            history = list(csv.DictReader(handle))
+        index = write_finalists(history, [float(key[:-2]) for key in configs], FINALISTS, self.out / "search")
+        finalists: dict[str, list[dict]] = {}
+        for constraint, entries in tqdm(index.items(), desc="fine-tuning finalists"):
+            key = f"{constraint}ms"
+            pick = SubTransformerConfig.from_yaml(configs[key]).archid
+            finalists[key] = [dict(entry, **self.fine_tune_finalist(self.out / "search" / entry["config_file"]),
+                                   search_pick=entry["archid"] == pick) for entry in entries]
+        chosen = {key: min(rows, key=lambda r: (r["tuned_loss"], r["archid"])) for key, rows in finalists.items()}
+        for key, row in chosen.items():
+            log.info("%s: finalist %s chosen (%.2f ms predicted, fine-tuned loss %.3f)%s", key, row["archid"],
+                     row["latency_ms"], row["tuned_loss"], " = the search's pick" if row["search_pick"] else "")
+        return {"finalists": finalists, "configs": {key: row["config"] for key, row in chosen.items()},
+                "checkpoints": {key: row["checkpoint"] for key, row in chosen.items()}}
+
+    def fine_tune_finalist(self, config_file: Path) -> dict:
+        """One finalist fine-tuned as the fine-tuned track does, and its validation loss (kept)."""
+        from hat.evaluation import evaluate
+        from hat.io import load_json
+        from hat.space import SubTransformerConfig
+        from hat.training import train
+
+        save = self.out / "finalists" / config_file.stem  # one training per architecture
+        record = save / "selection.json"
+        if not record.is_file():
+            train(space=SPACE, data=self.bin, save_dir=save, subtransformer_config=config_file,
+                  restore_file=self.stages["supernet"]["checkpoint"], reset_optimizer=True,
+                  options=self.train_options(self.b.finetune_updates))
+            config = SubTransformerConfig.from_yaml(config_file)
+            loss = evaluate(save / "checkpoint_best.pt", self.bin, config, split="valid", bleu=False)["loss"]
+            atomic_write_text(record, json.dumps({"tuned_loss": loss}))
+        return {"tuned_loss": load_json(record, "finalist's score")["tuned_loss"], "config": str(config_file),
+                "checkpoint": str(save / "checkpoint_best.pt")}
+
     def baseline_configs(self) -> dict[str, str]:
         """YAML files of the largest and smallest SubTransformers and of the stock architecture
         (the largest, attending to the last encoder layer only, as fairseq's transformer does)."""
@@ -312,10 +361,12 @@ class Experiment:
 
     def plan(self) -> list[dict]:
         """Every model of the benchmark: name, track, role, config file, training targets (TARGETS)."""
-        search = self.stages["search"]
+        search, selected = self.stages["search"], self.stages["select"]
         base = self.baseline_configs()
         key = search["scratch"]
-        tuned = [{"name": f"{k} (fine-tuned)", "role": "searched", "config": path} for k, path in search["configs"].items()]
+        tuned = [{"name": f"{k} (fine-tuned)", "role": "searched", "config": path,
+                  "trained": selected["checkpoints"][k]} for k, path in selected["configs"].items()]
+        search = {**search, "configs": selected["configs"]}
         tuned += [{"name": f"{k} (fine-tuned)", "role": k, "config": base[k]} for k in ("largest", "smallest")]
         tuned += [{"name": f"{key} (fine-tuned, distilled)", "role": "searched", "config": search["configs"][key],
                    "targets": TARGETS[1]},
@@ -350,6 +401,9 @@ class Experiment:
                 distilled = distilled or self.distil(models[SEQ_TEACHER]["checkpoint"])
                 data = Path(distilled["data"])
             word_level = model["targets"] == TARGETS[1]
+            if "trained" in model:  # a finalist fine-tuned by the select stage
+                models[model["name"]] = dict(model, checkpoint=model["trained"])
+                continue
             if model["role"] == "fairseq":
                 self.stock_transformer(save)
             elif model["track"] == "fine-tuned":

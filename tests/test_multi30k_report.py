@@ -119,6 +119,8 @@ def test_plan_follows_the_rule(multi30k, tmp_path):
     budget = multi30k.Budget(supernet_updates=500, finetune_updates=160, validations=4)
     experiment = multi30k.Experiment(tmp_path / "data", tmp_path / "out", budget, threads=1)
     experiment.stages["search"] = {"configs": {"60ms": "a.yaml", "40ms": "b.yaml", "30ms": "c.yaml"}, "scratch": "40ms"}
+    experiment.stages["select"] = {"configs": {"60ms": "a2.yaml", "40ms": "b2.yaml", "30ms": "c2.yaml"},
+                                   "checkpoints": {"60ms": "a2.pt", "40ms": "b2.pt", "30ms": "c2.pt"}}
     plan = {m["name"]: m for m in experiment.plan()}
     assert sorted(plan) == sorted([
         "60ms (fine-tuned)", "40ms (fine-tuned)", "30ms (fine-tuned)", "largest (fine-tuned)", "smallest (fine-tuned)",
@@ -130,7 +132,11 @@ def test_plan_follows_the_rule(multi30k, tmp_path):
                        "40ms (scratch, distilled)": "word-level distillation",
                        "40ms (fine-tuned, seq-distilled)": "sequence-level distillation",
                        "40ms (scratch, seq-distilled)": "sequence-level distillation"}
-    assert {plan[name]["config"] for name in targets} == {"b.yaml"}
+    assert {plan[name]["config"] for name in targets} == {plan["40ms (scratch)"]["config"]} == {"b2.yaml"}
+    # the selected finalists: the fine-tuned track keeps their training, the scratch track their architecture
+    assert [(plan[f"{k} (fine-tuned)"]["config"], plan[f"{k} (fine-tuned)"]["trained"]) for k in ("60ms", "40ms", "30ms")] \
+        == [("a2.yaml", "a2.pt"), ("b2.yaml", "b2.pt"), ("c2.yaml", "c2.pt")]
+    assert [name for name, m in plan.items() if "trained" in m] == ["60ms (fine-tuned)", "40ms (fine-tuned)", "30ms (fine-tuned)"]
     assert plan[multi30k.SEQ_TEACHER]["track"] == "scratch" and plan[multi30k.SEQ_TEACHER]["role"] == "largest"
     assert plan["fairseq transformer (scratch)"]["config"] == plan["stock-arch (scratch)"]["config"]
     from hat.space import SubTransformerConfig
@@ -164,6 +170,8 @@ def test_students_of_the_teacher_train_after_it_on_its_translations(multi30k, tm
     experiment = multi30k.Experiment(tmp_path / "data", tmp_path / "out", multi30k.Budget(), threads=1)
     experiment.stages["supernet"] = {"checkpoint": "super.pt"}
     experiment.stages["search"] = {"configs": {"60ms": "a.yaml", "40ms": "b.yaml"}, "scratch": "40ms"}
+    experiment.stages["select"] = {"configs": {"60ms": "a.yaml", "40ms": "b.yaml"},
+                                   "checkpoints": {"60ms": "fa.pt", "40ms": "fb.pt"}}
     monkeypatch.setattr(experiment, "stock_transformer", lambda save: calls.append((save.name, "fairseq")))
 
     def distil(teacher: str) -> dict:
@@ -174,9 +182,55 @@ def test_students_of_the_teacher_train_after_it_on_its_translations(multi30k, tm
     result = experiment.train_models()
     assert calls[-3:] == [("distil", "largest_scratch"), ("40ms_fine-tuned_seq-distilled", "seq-bin"),
                           ("40ms_scratch_seq-distilled", "seq-bin")]
-    assert all(data in ("data-bin", "fairseq") for _, data in calls[:-3]) and len(calls) == 13
+    assert all(data in ("data-bin", "fairseq") for _, data in calls[:-3]) and len(calls) == 11  # not the 2 finalists
     assert list(result["models"]) == [m["name"] for m in experiment.plan()]
+    assert result["models"]["40ms (fine-tuned)"]["checkpoint"] == "fb.pt"
     assert result["seq_distillation"]["translated"] == 9
+
+
+def test_select_fine_tunes_each_finalist_once_and_keeps_the_lowest_fine_tuned_loss(multi30k, tmp_path, monkeypatch):
+    """The finalists of every constraint are fine-tuned with the fine-tuned track's budget (an
+    architecture finalist under two constraints once); each constraint keeps its lowest fine-tuned
+    validation loss, even where the search picked another; a re-run reuses every score."""
+    import csv
+
+    import hat.evaluation
+    import hat.training
+    from hat.space import SearchSpace
+
+    space = SearchSpace.from_yaml(multi30k.SPACE)
+    configs = [space.largest(), space.smallest(), *(space.sample(seed) for seed in range(3))]
+    rows = [(30.0, configs[0], 28.0, 5.0), (30.0, configs[1], 10.0, 4.0), (30.0, configs[2], 20.0, 4.5),
+            (20.0, configs[1], 10.0, 4.0), (20.0, configs[3], 19.0, 4.2)]
+    tuned = {configs[0].archid: 3.0, configs[1].archid: 3.5, configs[2].archid: 3.1, configs[3].archid: 3.4}
+    out = tmp_path / "out"
+    (out / "search").mkdir(parents=True)
+    with (out / "search" / "history.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["constraint_ms", "iteration", "archid", "latency_ms", "loss", "config"])
+        writer.writeheader()
+        for constraint, config, latency, loss in rows:
+            writer.writerow({"constraint_ms": constraint, "iteration": 0, "archid": config.archid, "latency_ms": latency,
+                             "loss": loss, "config": config.to_json()})
+    configs[1].to_yaml(out / "search" / "best_30ms.yaml")
+    configs[1].to_yaml(out / "search" / "best_20ms.yaml")
+    trained: list[tuple[str, int]] = []
+    monkeypatch.setattr(hat.training, "train", lambda **kw: trained.append(
+        (kw["save_dir"].name, kw["options"]["max-update"], kw["restore_file"], kw["reset_optimizer"])))
+    monkeypatch.setattr(hat.evaluation, "evaluate", lambda checkpoint, data, config, **kw: {"loss": tuned[config.archid]})
+    experiment = multi30k.Experiment(tmp_path / "data", out, multi30k.Budget(finetune_updates=9), threads=1)
+    experiment.stages["supernet"] = {"checkpoint": "super.pt"}
+    experiment.stages["search"] = {"configs": {"30ms": str(out / "search" / "best_30ms.yaml"),
+                                               "20ms": str(out / "search" / "best_20ms.yaml")}}
+    result = experiment.select()
+    assert sorted(trained) == sorted((c.archid, 9, "super.pt", True) for c in configs[:4])  # configs[1] once
+    assert {k: Path(v).parent.name for k, v in result["checkpoints"].items()} == {
+        "30ms": configs[0].archid, "20ms": configs[3].archid}
+    assert {k: Path(v).stem for k, v in result["configs"].items()} == {"30ms": configs[0].archid, "20ms": configs[3].archid}
+    picks = {k: [r["archid"] for r in rows if r["search_pick"]] for k, rows in result["finalists"].items()}
+    assert picks == {"30ms": [configs[1].archid], "20ms": [configs[1].archid]}
+    assert [r["latency_ms"] for r in result["finalists"]["30ms"]] == [10.0, 20.0, 28.0]
+    trained.clear()
+    assert experiment.select() == result and trained == []  # resumed from the kept scores
 
 
 def test_models_of_one_architecture_are_timed_once(multi30k, tmp_path, monkeypatch):

@@ -313,10 +313,19 @@ def test_search_cli_writes_configs_history_summary_and_plots(trained, data_bin, 
         config = SubTransformerConfig.from_dict(item["config"]) if "config" in item else None
         assert item["flops"] > 0 and (config is None or item["flops"] == count_flops(config, space.qkv_dim))
     limited = args[:-1] + [str(tmp_path / "limited"), "--max-params", "250k", "--max-size-mb", "0.9",
-                           "--max-flops", "12M", "--max-memory-mb", "50", "--json"]
+                           "--max-flops", "12M", "--max-memory-mb", "50", "--json", "--finalists", "3"]
     capsys.readouterr()
     assert main(limited) == 0
     report = json.loads(capsys.readouterr().out)
+    for item in report["results"]:  # finalists: the search's pick among them, each a config within the constraint
+        finalists = report["finalists"][f"{item['constraint_ms']:g}"]
+        assert 1 <= len(finalists) <= 3 and item["archid"] in [f["archid"] for f in finalists]
+        assert [f["latency_ms"] for f in finalists] == sorted(f["latency_ms"] for f in finalists)
+        for finalist in finalists:
+            config = SubTransformerConfig.from_yaml(tmp_path / "limited" / finalist["config_file"])
+            assert config.archid == finalist["archid"] and finalist["loss"] >= item["loss"]
+            assert float(predictor.predict([config])[0]) <= item["constraint_ms"]
+    assert json.loads((tmp_path / "limited" / "finalists" / "finalists.json").read_text()) == report["finalists"]
     assert [limit["objective"] for limit in report["limits"]] == ["parameters", "weights_mb_fp32", "flops",
                                                                   "memory_mb_fp32"]
     for item in report["results"]:

@@ -55,6 +55,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     s.add_argument("--winner-tolerance", type=float_at_least(0, 1), default=0.03,
                    help="stop once each constraint's chosen model is this close to its prediction (a fraction)")
     s.add_argument("--ray-resource", help="with --measure-winners: measure on the Ray node with this resource")
+    s.add_argument("--finalists", type=int_at_least(1), metavar="K",
+                   help="also write K finalists per constraint to --out/finalists: the lowest inherited loss in each "
+                        "of K equal bands of the latency the search explored, to fine-tune and compare by "
+                        "validation loss (inherited loss can rank models otherwise than fine-tuning does)")
     s.add_argument("--resume", action="store_true", help="continue the search saved in --out")
     s.add_argument("--json", action="store_true", help="print the summary as JSON")
     s.add_argument("--out", type=Path, required=True, help="output folder (state.json, best_*.yaml, summary.json, plots)")
@@ -76,7 +80,6 @@ def cmd_search(args: argparse.Namespace) -> int:
     from hat.latency import LatencyPredictor
     from hat.search import EvolutionarySearch, InheritedLossFitness
     from hat.search.evaluators import make_evaluator
-    from hat.search.outputs import write_search_outputs
     from hat.pipeline import random_search_baseline, search_limits
     from hat.search.store import SearchStore
     from hat.space import SearchSpace
@@ -123,12 +126,23 @@ def cmd_search(args: argparse.Namespace) -> int:
     finally:
         if evaluator is not None:
             evaluator.close()
+    _write_and_print(args, result, extra, predictor, space, limits)
+    return 0
+
+
+def _write_and_print(args: argparse.Namespace, result, extra: dict, predictor, space, limits) -> None:
+    """The search's outputs in --out (with --finalists, each constraint's finalists too), then its summary."""
+    from hat.search.finalists import write_finalists
+    from hat.search.outputs import write_search_outputs
+
+    if args.finalists:
+        extra["finalists"] = write_finalists(result.history, [r.constraint_ms for r in result.results],
+                                             args.finalists, args.out)
     summary = write_search_outputs(result, args.out, extra, runtime=predictor.runtime, space=space)
     if args.json:
         print(json.dumps({**summary, "summary_file": str(args.out / "summary.json")}, indent=2))
     else:
         _print_summary(summary, [limit.name for limit in limits], args.out)
-    return 0
 
 
 def _search_with_measured_winners(args: argparse.Namespace, space, predictor, run_search):
@@ -163,4 +177,7 @@ def _print_summary(summary: dict, limited: list[str], out: Path) -> None:
               f"off their prediction")
     if "winner_rounds" in summary:
         print(f"predictor of the last round: {summary['predictor']}")
+    if "finalists" in summary:
+        count = sum(len(files) for files in summary["finalists"].values())
+        print(f"{count} finalists to fine-tune and compare: {out / 'finalists' / 'finalists.json'}")
     print(f"{summary['evaluations']} fitness evaluations in {summary['wall_time_s']:.1f} s; summary: {out / 'summary.json'}")
