@@ -39,26 +39,27 @@ log = logging.getLogger("fitness_rank")
 
 def explored(history: Path, constraint: float) -> dict[str, dict[str, Any]]:
     """Every SubTransformer the search scored under ``constraint``: archid -> latency, loss, config."""
+    from hat.search.finalists import scored_under
+
     if not history.is_file():
         raise HatError("not found (the run's search stage has not finished)", history)
     with history.open(newline="") as handle:
-        rows = [r for r in csv.DictReader(handle) if abs(float(r["constraint_ms"]) - constraint) < 1e-6]
-    if not rows:
+        candidates = scored_under(csv.DictReader(handle), constraint)
+    if not candidates:
         raise HatError(f"no SubTransformer was searched under {constraint:g} ms", history)
-    return {r["archid"]: {"archid": r["archid"], "latency_ms": float(r["latency_ms"]),
-                          "search_loss": float(r["loss"]), "config": json.loads(r["config"])} for r in rows}
+    return {c.archid: {"archid": c.archid, "latency_ms": c.latency_ms, "search_loss": c.loss,
+                       "config": c.config.to_dict()} for c in candidates}
 
 
 def pick(candidates: dict[str, dict[str, Any]], bins: int, per_bin: int) -> list[dict[str, Any]]:
-    """The ``per_bin`` lowest-loss candidates of each of ``bins`` equal bins of predicted latency."""
-    latencies = [c["latency_ms"] for c in candidates.values()]
-    low, width = min(latencies), (max(latencies) - min(latencies)) / bins or 1.0
-    chosen = []
-    for index in range(bins):
-        inside = [c for c in candidates.values()
-                  if min(int((c["latency_ms"] - low) / width), bins - 1) == index]
-        chosen += sorted(inside, key=lambda c: c["search_loss"])[:per_bin]
-    return sorted(chosen, key=lambda c: c["latency_ms"])
+    """The ``per_bin`` lowest-loss candidates of each of ``bins`` equal bins of predicted latency
+    (:func:`hat.search.finalists.spread_finalists`), fastest first."""
+    from hat.search.finalists import Finalist, spread_finalists
+    from hat.space import SubTransformerConfig
+
+    finalists = [Finalist(c["archid"], c["latency_ms"], c["search_loss"], SubTransformerConfig.from_dict(c["config"]))
+                 for c in candidates.values()]
+    return [candidates[f.archid] for f in spread_finalists(finalists, bins, per_bin)]
 
 
 def fine_tune(candidate: dict[str, Any], supernet: str, run: Path, out: Path, budget: Any) -> Path:

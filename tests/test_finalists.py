@@ -33,8 +33,11 @@ def test_finalists_are_the_best_of_each_latency_band_fastest_first(tiny_space):
         (10.5, 4.0), (14.0, 3.0), (19.0, 6.0)]  # empty bands give none
     assert spread_finalists(candidates, 1) == [min(candidates, key=lambda c: c.loss)]  # one band: the search's pick
     assert spread_finalists([], 3) == []
-    with pytest.raises(HatError, match="at least 1"):
-        spread_finalists(candidates, 0)
+    assert [(c.latency_ms, c.loss) for c in spread_finalists(candidates, 2, per_band=2)] == [
+        (10.5, 4.0), (14.0, 3.0), (19.0, 6.0), (20.0, 6.5)]
+    for count, per_band in ((0, 1), (1, 0)):
+        with pytest.raises(HatError, match="at least 1 band and 1 per band"):
+            spread_finalists(candidates, count, per_band)
 
 
 def test_ties_of_loss_go_to_the_smaller_archid(tiny_space):

@@ -316,8 +316,11 @@ def test_fitness_rank_refuses_empty_bins(tmp_path):
 
 
 def history_row(constraint: float, archid: str, latency: float, loss: float) -> dict:
+    from hat.space import SearchSpace
+
+    config = SearchSpace.from_yaml(ROOT / "search_spaces" / "tiny.yaml").smallest()
     return {"constraint_ms": constraint, "iteration": 0, "archid": archid, "latency_ms": latency, "loss": loss,
-            "config": '{"encoder_embed_dim": 192}'}
+            "config": config.to_json()}
 
 
 def test_fitness_rank_keeps_the_best_candidates_of_each_latency_bin(tmp_path):

@@ -42,21 +42,25 @@ def scored_under(history: Iterable[dict[str, Any]], constraint_ms: float) -> lis
     return list(seen.values())
 
 
-def spread_finalists(candidates: list[Finalist], count: int) -> list[Finalist]:
-    """The lowest-loss candidate of each of ``count`` equal bands of predicted latency, fastest first.
+def spread_finalists(candidates: list[Finalist], count: int, per_band: int = 1) -> list[Finalist]:
+    """The ``per_band`` lowest-loss candidates of each of ``count`` equal bands of predicted
+    latency, fastest first.
 
-    Bands span the candidates' own latency range; an empty band gives none, so there may be fewer
-    than ``count``. Ties of loss go to the smaller archid, so the choice is deterministic."""
-    if count < 1:
-        raise HatError(f"finalists: need at least 1 per constraint, got {count}")
+    Bands span the candidates' own latency range; a band with fewer candidates gives fewer, so
+    there may be fewer than ``count * per_band``. Ties of loss go to the smaller archid, so the
+    choice is deterministic."""
+    if min(count, per_band) < 1:
+        raise HatError(f"finalists: need at least 1 band and 1 per band, got {count} and {per_band}")
     if not candidates:
         return []
     low = min(c.latency_ms for c in candidates)
     width = (max(c.latency_ms for c in candidates) - low) / count or 1.0
-    best: dict[int, Finalist] = {}
+    bands: dict[int, list[Finalist]] = {}
     for candidate in sorted(candidates, key=lambda c: (c.loss, c.archid)):
-        best.setdefault(min(int((candidate.latency_ms - low) / width), count - 1), candidate)
-    return sorted(best.values(), key=lambda c: c.latency_ms)
+        band = bands.setdefault(min(int((candidate.latency_ms - low) / width), count - 1), [])
+        if len(band) < per_band:
+            band.append(candidate)
+    return sorted((c for band in bands.values() for c in band), key=lambda c: c.latency_ms)
 
 
 def write_finalists(history: list[dict[str, Any]], constraints: list[float], count: int,
