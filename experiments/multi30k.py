@@ -309,7 +309,11 @@ class Experiment:
         from hat.space import SubTransformerConfig
 
         configs = self.stages["search"]["configs"]
-        with (self.out / "search" / "history.csv").open(newline="") as handle:
+        history_file = self.out / "search" / "history.csv"
+        if not history_file.is_file():
+            raise HatError("not found (the search stage's history; delete stages.json's 'search' entry to redo it)",
+                           history_file)
+        with history_file.open(newline="") as handle:
             history = list(csv.DictReader(handle))
         index = write_finalists(history, [float(key[:-2]) for key in configs], FINALISTS, self.out / "search")
         finalists: dict[str, list[dict]] = {}
