@@ -274,7 +274,7 @@ def test_missing_data_is_one_line_and_exit_2(tmp_path):
     assert "Traceback" in (tmp_path / "out" / "multi30k.log").read_text()  # the details are in the log file
 
 
-@pytest.mark.parametrize("script", ["multi30k_stock"])
+@pytest.mark.parametrize("script", ["multi30k_stock", "multi30k_budget"])
 def test_follow_up_scripts_need_a_benchmark_run(script, tmp_path):
     proc = run_script(script, "--run", str(tmp_path))
     assert (proc.returncode, proc.stderr.strip()) == (2, f"{script}: error: {tmp_path / 'stages.json'}: "
@@ -435,3 +435,53 @@ def test_fairseq_transformer_gets_exactly_the_options_of_hat_training(multi30k, 
     for flag, value in (("--attention-dropout", "0.1"), ("--weight-decay", "0.0001"), ("--seed", "3"),
                         ("--max-tokens", "2048"), ("--dropout", "0.2")):
         assert argv[argv.index(flag) + 1] == value
+
+
+def budget_run(tmp_path: Path, multi30k, measured: bool = True) -> Path:
+    """A benchmark run's records as the budget study reads them (no trained files)."""
+    import json
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "settings.json").write_text(json.dumps({"budget": dataclasses.asdict(multi30k.Budget())}))
+    models = {"largest (scratch)": {"config": "search/largest.yaml", "checkpoint": "models/largest/best.pt"},
+              "24.3ms (scratch)": {"config": "search/c.yaml", "checkpoint": "models/c/best.pt"}}
+    stages = {"prepare": {"seconds": 1}, "search": {"scratch": "24.3ms", "seconds": 1},
+              "train": {"models": models, "seconds": 1}}
+    if measured:
+        stages["measure"] = {"rows": [{"model": name, "bleu": dict(zip(SETS, (20.0 + i, 15.0, 12.0)))}
+                                      for i, name in enumerate(models)], "seconds": 1}
+    (run / "stages.json").write_text(json.dumps(stages))
+    return run
+
+
+def test_budget_study_trains_both_scratch_models_at_each_multiple(multi30k, tmp_path, monkeypatch):
+    import hat.training
+
+    budget = load("multi30k_budget")
+    calls = []
+    monkeypatch.setattr(hat.training, "train", lambda **kw: calls.append(kw))
+    monkeypatch.setattr(budget.BudgetStudy, "valid_loss", lambda self, checkpoint, config: 5.0)
+    monkeypatch.setattr(budget.BudgetStudy, "bleu", lambda self, checkpoint, config: dict.fromkeys(SETS, 1.0))
+    study = budget.BudgetStudy(budget_run(tmp_path, multi30k), workers=1)
+    stages = study.run([2, 4])
+    assert [(c["subtransformer_config"], c["options"]["max-update"], c["options"]["warmup-updates"]) for c in calls] == [
+        ("search/largest.yaml", 1920, 384), ("search/c.yaml", 1920, 384),
+        ("search/largest.yaml", 3840, 768), ("search/c.yaml", 3840, 768)]
+    assert all("restore_file" not in c for c in calls)  # from scratch
+    assert len({str(c["save_dir"]) for c in calls}) == 4
+    assert stages["x1 largest (scratch)"]["bleu"][SETS[0]] == 20.0  # the run's own measurement
+    assert stages["x1 24.3ms (scratch)"]["checkpoint"] == "models/c/best.pt"
+    study.run([2, 4])
+    assert len(calls) == 4  # resumed: nothing retrained
+    text = budget.report(stages, [2, 4], list(study.models), study.out)
+    assert "| 960 (1x) | 5.000 | 5.000 | 20.00 | 21.00 | -1.00 | 15.00 | 15.00 | +0.00 | 12.00 | 12.00 | +0.00 |" in text
+    assert "| 3,840 (4x) | 5.000 | 5.000 | 1.00 | 1.00 | +0.00 |" in text
+    assert (study.out / "bleu_vs_updates.png").stat().st_size > 10_000
+
+
+def test_budget_study_needs_a_measured_run(multi30k, tmp_path):
+    run = budget_run(tmp_path, multi30k, measured=False)
+    proc = run_script("multi30k_budget", "--run", str(run))
+    assert (proc.returncode, proc.stderr.strip()) == (2, f"multi30k_budget: error: {run / 'stages.json'}: the benchmark "
+                                                         "has not measured its models; finish experiments/multi30k.py first")
