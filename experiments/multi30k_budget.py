@@ -24,12 +24,11 @@ from typing import Any
 
 from hat.errors import HatError
 from hat.io import atomic_write_text, load_json
-from hat.logs import log_file, setup_console
 from hat.stages import StageRunner
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from multi30k import SPACE, TEST_SETS, train_options  # noqa: E402
-from multi30k_stock import load_budget, split_bleu  # noqa: E402
+from multi30k import SPACE, SPLITS, TEST_SETS, train_options  # noqa: E402
+from multi30k_stock import load_budget, pooled_bleu, run_study  # noqa: E402
 
 log = logging.getLogger("budget")
 GOAL = 0.5  # BLEU: the track goal's largest allowed loss of the ÷3 model against the largest
@@ -93,15 +92,8 @@ class BudgetStudy:
         return evaluate(checkpoint, self.bin, config, split="valid", bleu=False)["loss"]
 
     def bleu(self, checkpoint: str, config_file: str) -> dict[str, float]:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
-        from multi30k import SPLITS, measuring_worker
-
         jobs = [("HAT", checkpoint, self.bin, Path(config_file), split) for split in SPLITS]
-        with ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
-                                 initializer=measuring_worker, initargs=(self.out / "budget.log",)) as pool:
-            return dict(zip(TEST_SETS, pool.map(split_bleu, jobs)))
+        return dict(zip(TEST_SETS, pooled_bleu(jobs, self.workers, self.out / "budget.log")))
 
 
 def stage_name(scale: int, name: str) -> str:
@@ -164,17 +156,10 @@ def main() -> int:
     args = parser.parse_args()
     if args.workers < 1 or len(set(args.scales)) != len(args.scales) or min(args.scales) < 2:
         parser.error("--workers must be at least 1 and --scales distinct integers of at least 2")
-    setup_console()
-    try:
-        study = BudgetStudy(args.run, args.workers)
-        with log_file(study.out / "budget.log", console_shows=("budget",)) as detail:
-            log.info("from-scratch budgets x%s in %s; the full log is %s", args.scales, study.out, detail)
-            stages = study.run(sorted(args.scales))
-    except HatError as err:
-        print(f"multi30k_budget: error: {err}", file=sys.stderr)
-        return 2
-    print(report(stages, sorted(args.scales), list(study.models), study.out))
-    return 0
+    scales = sorted(args.scales)
+    return run_study("multi30k_budget", log, lambda: BudgetStudy(args.run, args.workers),
+                     lambda study: report(study.run(scales), scales, list(study.models), study.out),
+                     f"from-scratch budgets x{scales}")
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ import logging
 import statistics
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from hat.errors import HatError
 from hat.io import atomic_write_text, file_content, load_json
@@ -81,16 +81,21 @@ class StockSeeds:
         return {"bleu": self.bleu(folder)}
 
     def bleu(self, folder: Path) -> dict[str, dict[str, float]]:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
         jobs = [(model, str(folder / model.lower() / "checkpoint_best.pt"), self.bin, self.config, split)
                 for model in MODELS for split in SPLITS]
-        with ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
-                                 initializer=measuring_worker, initargs=(self.out / "stock.log",)) as pool:
-            scores = list(pool.map(split_bleu, jobs))
+        scores = pooled_bleu(jobs, self.workers, self.out / "stock.log")
         return {model: dict(zip(TEST_SETS, scores[i * len(SPLITS):(i + 1) * len(SPLITS)]))
                 for i, model in enumerate(MODELS)}
+
+
+def pooled_bleu(jobs: list[tuple[str, str, Path, Path, str]], workers: int, log_path: Path) -> list[float]:
+    """``split_bleu`` of each job in ``workers`` single-threaded processes that log to ``log_path``."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=measuring_worker, initargs=(log_path,)) as pool:
+        return list(pool.map(split_bleu, jobs))
 
 
 def split_bleu(job: tuple[str, str, Path, Path, str]) -> float:
@@ -187,16 +192,25 @@ def main() -> int:
     args = parser.parse_args()
     if args.workers < 1 or len(set(args.seeds)) != len(args.seeds) or min(args.seeds) < 0:
         parser.error("--workers must be at least 1 and --seeds distinct non-negative integers")
+    return run_study("multi30k_stock", log, lambda: StockSeeds(args.run, args.workers),
+                     lambda study: report(study.run(args.seeds), args.seeds, study.out),
+                     f"stock architecture over seeds {args.seeds}")
+
+
+def run_study(script: str, logger: logging.Logger, make_study: Callable[[], Any], work: Callable[[Any], str],
+              what: str) -> int:
+    """A follow-up study's main flow: the study (with an ``out`` folder) logs its details to
+    OUT/<logger>.log, ``work`` returns the report printed; bad input is one line and exit 2."""
     setup_console()
     try:
-        study = StockSeeds(args.run, args.workers)
-        with log_file(study.out / "stock.log", console_shows=("stock",)) as detail:
-            log.info("stock architecture over seeds %s in %s; the full log is %s", args.seeds, study.out, detail)
-            stages = study.run(args.seeds)
+        study = make_study()
+        with log_file(study.out / f"{logger.name}.log", console_shows=(logger.name,)) as detail:
+            logger.info("%s in %s; the full log is %s", what, study.out, detail)
+            text = work(study)
     except HatError as err:
-        print(f"multi30k_stock: error: {err}", file=sys.stderr)
+        print(f"{script}: error: {err}", file=sys.stderr)
         return 2
-    print(report(stages, args.seeds, study.out))
+    print(text)
     return 0
 
 
