@@ -41,11 +41,14 @@ def scratch_models(run: Path) -> dict[str, dict[str, Any]]:
     if "measure" not in stages:
         raise HatError("the benchmark has not measured its models; finish experiments/multi30k.py first",
                        run / "stages.json")
-    constrained = f"{stages['search']['scratch']} (scratch)"
-    trained = stages["train"]["models"]
-    bleu = {row["model"]: row["bleu"] for row in stages["measure"]["rows"]}
-    return {name: {"config": trained[name]["config"], "checkpoint": trained[name]["checkpoint"], "bleu": bleu[name]}
-            for name in (LARGEST, constrained)}
+    try:
+        constrained = f"{stages['search']['scratch']} (scratch)"
+        trained = stages["train"]["models"]
+        bleu = {row["model"]: row["bleu"] for row in stages["measure"]["rows"]}
+        return {name: {"config": trained[name]["config"], "checkpoint": trained[name]["checkpoint"],
+                       "bleu": bleu[name]} for name in (LARGEST, constrained)}
+    except (KeyError, TypeError) as err:
+        raise HatError(f"not a record of this benchmark's from-scratch track (no {err})", run / "stages.json") from None
 
 
 class BudgetStudy:

@@ -485,3 +485,15 @@ def test_budget_study_needs_a_measured_run(multi30k, tmp_path):
     proc = run_script("multi30k_budget", "--run", str(run))
     assert (proc.returncode, proc.stderr.strip()) == (2, f"multi30k_budget: error: {run / 'stages.json'}: the benchmark "
                                                          "has not measured its models; finish experiments/multi30k.py first")
+
+
+def test_budget_study_names_a_run_record_without_its_scratch_models(multi30k, tmp_path):
+    import json
+
+    run = budget_run(tmp_path, multi30k)
+    stages = json.loads((run / "stages.json").read_text())
+    del stages["train"]["models"]["largest (scratch)"]
+    (run / "stages.json").write_text(json.dumps(stages))
+    proc = run_script("multi30k_budget", "--run", str(run))
+    assert (proc.returncode, proc.stderr.strip()) == (2, f"multi30k_budget: error: {run / 'stages.json'}: not a record of "
+                                                         "this benchmark's from-scratch track (no 'largest (scratch)')")
